@@ -1,0 +1,77 @@
+"""Where every artifact lives under the data root. The Snakefile and dvc.yaml spell the same paths (a test checks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path("data")
+
+    # downloads (or the generated synthetic benchmark) and parsed annotations
+    def raw(self, dataset: str) -> Path:
+        return self.root / "raw" / dataset
+
+    def videos(self, dataset: str) -> Path:
+        return self.raw(dataset) / "videos"
+
+    def source(self, dataset: str) -> Path:
+        return self.raw(dataset) / "source"
+
+    def manifest(self, dataset: str) -> Path:
+        return self.raw(dataset) / "manifest.json"
+
+    def annotations(self, dataset: str) -> Path:
+        return self.raw(dataset) / "annotations.parquet"
+
+    # frame cache
+    def frames(self, dataset: str, split: str) -> Path:
+        return self.root / "frames" / dataset / split
+
+    def frame_index(self, dataset: str, split: str) -> Path:
+        return self.frames(dataset, split) / "index.parquet"
+
+    def frame_skipped(self, dataset: str, split: str) -> Path:
+        return self.frames(dataset, split) / "skipped.csv"
+
+    def frame_shards(self, dataset: str, split: str) -> Path:
+        return self.frames(dataset, split) / "shards"
+
+    # training
+    def run(self, dataset: str, model: str, seed: int) -> Path:
+        return self.root / "checkpoints" / dataset / model / "seeds" / str(seed)
+
+    def model_file(self, dataset: str, model: str, seed: int) -> Path:
+        return self.run(dataset, model, seed) / "model.pt"
+
+    def train_log(self, dataset: str, model: str, seed: int) -> Path:
+        return self.run(dataset, model, seed) / "train_log.csv"
+
+    def train_state(self, dataset: str, model: str, seed: int) -> Path:
+        """Working state (last.pt, best.pt): kept across interrupted runs, so training resumes."""
+        return self.run(dataset, model, seed) / "state"
+
+    # evaluation
+    def results(self, dataset: str, model: str) -> Path:
+        return self.root / "results" / dataset / model
+
+    def seed_results(self, dataset: str, model: str, seed: int) -> Path:
+        return self.results(dataset, model) / "seeds" / str(seed)
+
+    def seed_metrics(self, dataset: str, model: str, seed: int) -> Path:
+        return self.seed_results(dataset, model, seed) / "metrics.json"
+
+    def rankings(self, dataset: str, model: str, seed: int) -> Path:
+        return self.seed_results(dataset, model, seed) / "rankings.parquet"
+
+    def metrics(self, dataset: str, model: str) -> Path:
+        return self.results(dataset, model) / "metrics.json"
+
+    # reports
+    def report(self, dataset: str) -> Path:
+        return self.root / "reports" / f"{dataset}.html"
+
+    def index_report(self) -> Path:
+        return self.root / "reports" / "index.html"

@@ -1,0 +1,63 @@
+"""Shared test fixtures. The network is blocked for the test process and every process it starts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+sys.path.insert(0, str(NETGUARD))
+import sitecustomize  # noqa: E402,F401  (installs the socket guard in this process)
+
+# child processes (Snakemake, DVC, papermill kernels, hcmi) get the same guard and stay offline
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
+# the environment's console scripts (hcmi, snakemake, dvc) come first, even when the venv is not activated
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def tiny_params_dict() -> dict:
+    """params.yaml with the test-size overrides of tests/fixtures/tiny.yaml merged in."""
+    from hcmi.config import deep_merge
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    return deep_merge(base, yaml.safe_load((REPO / "tests/fixtures/tiny.yaml").read_text()))
+
+
+@pytest.fixture
+def tiny_params():
+    from hcmi.config import from_dict
+
+    return from_dict(tiny_params_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The tiny synthetic benchmark, generated, parsed and sampled once per session (read-only for tests)."""
+    from hcmi.config import from_dict
+    from hcmi.data import videos
+    from hcmi.data.annotations import parse, split_table
+    from hcmi.data.download import fetch
+    from hcmi.data.frames import Sampling, sample_split
+    from hcmi.files import write_table
+    from hcmi.paths import Layout
+
+    params = from_dict(tiny_params_dict())
+    layout = Layout(tmp_path_factory.mktemp("tiny") / "data")
+    fetch("synthetic", params, layout.raw("synthetic"), workers=2)
+    table = parse("synthetic", layout.source("synthetic"))
+    write_table(layout.annotations("synthetic"), table)
+    sampling = Sampling(params.dataset("synthetic").max_frames, params.frames.image_size)
+    for split in ("train", "val", "test"):
+        ids = list(dict.fromkeys(split_table(table, split)["video_id"]))
+        pairs, _ = videos.match(ids, layout.videos("synthetic"))
+        sample_split(pairs, layout.frames("synthetic", split), sampling, params.frames.shard_size, 0.0)
+    return params, layout

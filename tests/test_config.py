@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hcmi import config
+from hcmi.config import ConfigError, deep_merge, from_dict, load, parse_setting
+
+from conftest import REPO, tiny_params_dict
+
+
+def test_shipped_params_are_valid():
+    params = load([REPO / "params.yaml"])
+    assert params.datasets == ["synthetic"]
+    assert set(params.models) <= set(params.raw["variants"])
+    assert params.variant("baseline").head == "meanp"
+
+
+def test_misspelled_key_is_named_with_a_suggestion():
+    raw = tiny_params_dict()
+    raw["train"]["lrr"] = raw["train"].pop("lr")
+    with pytest.raises(ConfigError) as error:
+        from_dict(raw)
+    message = str(error.value)
+    assert "unknown key 'train.lrr'" in message
+    assert "did you mean 'lr'" in message
+
+
+def test_nested_misspelling_inside_a_variant_is_named():
+    raw = tiny_params_dict()
+    raw["variants"]["hcmi-no-frame-word"] = {"levels": {"frame_wrod": 0}}
+    with pytest.raises(ConfigError, match=r"variants.hcmi-no-frame-word.levels.frame_wrod"):
+        from_dict(raw)
+
+
+def test_missing_and_mistyped_keys_are_named():
+    raw = tiny_params_dict()
+    del raw["eval"]["top_k"]
+    raw["train"]["batch_size"] = "many"
+    with pytest.raises(ConfigError) as error:
+        from_dict(raw)
+    assert "'eval.top_k'" in str(error.value)
+    assert "train.batch_size" in str(error.value)
+
+
+def test_cross_references_are_checked():
+    raw = tiny_params_dict()
+    raw["models"] = ["baseline", "nonexistent"]
+    with pytest.raises(ConfigError, match="'nonexistent' is not defined under 'variants'"):
+        from_dict(raw)
+    raw = tiny_params_dict()
+    raw["datasets"] = ["msrvtt-typo"]
+    with pytest.raises(ConfigError, match="msrvtt-typo"):
+        from_dict(raw)
+
+
+def test_settings_and_files_merge_in_order(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"train": {"epochs": 7}}))
+    params = load([REPO / "params.yaml", override], ["train.lr=2e-3", "seeds=[3, 4]"])
+    assert params.train.epochs == 7
+    assert params.train.lr == 0.002
+    assert params.seeds == [3, 4]
+    assert parse_setting("a.b.c=x") == {"a": {"b": {"c": "x"}}}
+    with pytest.raises(ConfigError):
+        parse_setting("novalue")
+
+
+def test_variants_override_the_model_section():
+    params = from_dict(tiny_params_dict())
+    merged = params.variant("hcmi-no-frame-word")
+    assert merged.levels["frame_word"] == 0
+    assert merged.levels["video_sentence"] == params.variant("hcmi").levels["video_sentence"]
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_cli_rejects_a_bad_params_file_before_any_work(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["frames"]["max_skip_fraktion"] = raw["frames"].pop("max_skip_fraction")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "synth"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert "unknown key 'frames.max_skip_fraktion'" in result.stderr
+    assert not (tmp_path / "data").exists(), "no work may start with invalid parameters"
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    assert config.fingerprint({"a": 1, "b": 2}) == config.fingerprint({"b": 2, "a": 1})
+    assert config.fingerprint({"a": 1}) != config.fingerprint({"a": 2})

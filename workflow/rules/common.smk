@@ -1,0 +1,50 @@
+# Shared definitions: the params file every hcmi command reads, wildcard constraints, and dataset facts.
+
+from pathlib import Path
+
+import yaml
+
+from hcmi.config import ConfigError, validate as validate_params
+from hcmi.data import datasets as dataset_registry
+
+try:
+    validate_params(config, "params (params.yaml + --configfile/--config overrides)")
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
+def effective_params_file(cfg) -> str:
+    """The merged configuration (params.yaml plus any --configfile/--config overrides) as one file for hcmi.
+
+    Rewritten only when its content changes, so its modification time means something."""
+    path = Path(".snakemake/hcmi/params.yaml")
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+# Rules run plain `hcmi <step>` commands (the very commands of dvc.yaml); hcmi reads the parameters from the file
+# named by HCMI_PARAMS, here the merged configuration of this Snakemake invocation.
+shell.prefix(f"set -euo pipefail; export HCMI_PARAMS={effective_params_file(config)}; ")
+
+
+wildcard_constraints:
+    dataset="[a-z0-9_-]+",
+    split="[a-z0-9_-]+",
+    model="[a-z0-9_-]+",
+    seed=r"\d+",
+
+# Every dataset is sampled into train/val/test caches (hcmi.data.datasets.SPLITS); a split that a dataset's protocol
+# lacks (MSR-VTT has no val) becomes an empty cache, so Snakemake and DVC define the same steps for every dataset.
+SPLITS = list(dataset_registry.SPLITS)
+
+# compared models run with every seed, ablation variants with the ablation seeds
+ALL_MODELS = config["models"] + config["ablations"]
+
+
+def seeds_for(model):
+    return config["seeds"] if model in config["models"] else config["ablation_seeds"]

@@ -1,0 +1,30 @@
+# Reports: a papermill-executed notebook per dataset rendered to HTML, and the index over all datasets.
+
+
+rule dataset_report:
+    input:
+        notebook="notebooks/report.ipynb",
+        metrics=expand("data/results/{{dataset}}/{model}/metrics.json", model=ALL_MODELS),
+    output:
+        "data/reports/{dataset}.html",
+        "data/reports/{dataset}.ipynb",
+    params:
+        report=config["report"],
+    log:
+        "logs/report/{dataset}.log",
+    shell:
+        "hcmi report --dataset {wildcards.dataset} > {log} 2>&1"
+
+
+rule index_report:
+    input:
+        notebook="notebooks/index.ipynb",
+        metrics=expand("data/results/{dataset}/{model}/metrics.json", dataset=config["datasets"],
+                       model=ALL_MODELS),
+    output:
+        "data/reports/index.html",
+        "data/reports/index.ipynb",
+    log:
+        "logs/report/index.log",
+    shell:
+        "hcmi report --index > {log} 2>&1"
