@@ -2,7 +2,7 @@
 
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <step> [options]
 
-Steps: check, synth, download, parse, sample, train, evaluate, summarize, report.
+Steps: check, synth, download, weights, parse, sample, train, evaluate, summarize, report, sync.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ def cmd_download(params, layout, args) -> None:
 
     manifest = fetch(args.dataset, params, layout.raw(args.dataset), workers=_workers())
     log.info("%s: %d files recorded in %s", args.dataset, len(manifest["files"]), layout.manifest(args.dataset))
+
+
+def cmd_weights(params, layout, args) -> None:
+    from hcmi.files import write_json
+    from hcmi.model.backbone import describe_weights
+
+    record = describe_weights(params.backbone.name, params.backbone.pretrained, layout.weights())
+    (layout.weights() / "files").mkdir(parents=True, exist_ok=True)  # the (possibly empty) store of fetched weights
+    write_json(layout.weights_manifest(), record)
+    log.info("backbone %s: %s%s", record["backbone"], record["kind"], f" ({record['file']})" if record["file"] else "")
 
 
 def cmd_synth(params, layout, args) -> None:
@@ -100,6 +110,12 @@ def cmd_report(params, layout, args) -> None:
         render_dataset_report(params, layout, args.dataset, args.params_files)
 
 
+def cmd_sync(params, layout, args) -> None:
+    from hcmi.sync import sync
+
+    sync(Path("."), args.snakemake_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hcmi.data.datasets import SPLITS
 
@@ -128,12 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "validate the params and exit")
     add("synth", cmd_synth, "generate the embedded synthetic benchmark (same as download --dataset synthetic)")
     add("download", cmd_download, "fetch (or generate) a dataset's raw files into data/raw/<dataset>/", dataset)
+    add("weights", cmd_weights, "make backbone.pretrained local: an open_clip tag's weights are fetched once into "
+        "data/weights/files/ (network needed once); writes data/weights/backbone.json, which training depends on")
     add("parse", cmd_parse, "parse a dataset's annotation files into data/raw/<dataset>/annotations.parquet", dataset)
     add("sample", cmd_sample, "sample frames of one split into the frame cache", dataset, split)
     add("train", cmd_train, "train one model variant with one seed (resumes an interrupted run)", dataset, model,
         seed)
     add("evaluate", cmd_evaluate, "evaluate a trained run on the dataset's test split", dataset, model, seed)
     add("summarize", cmd_summarize, "mean and spread of a model's metrics over the configured seeds", dataset, model)
+    sync_parser = add("sync", cmd_sync, "after `dvc pull` or `dvc checkout`: mark the steps whose results match "
+                      "dvc.lock as done for Snakemake, and the changed ones for re-running")
+    sync_parser.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                             help="options for Snakemake after `--`, e.g. -- --configfile config/paper.yaml")
     report = add("report", cmd_report, "render a dataset's HTML report, or the index report")
     report.add_argument("--dataset")
     report.add_argument("--index", action="store_true", help="the summary report over all datasets")

@@ -105,6 +105,11 @@ class TrainParams:
     weight_decay: float
     warmup_fraction: float
     grad_clip: float
+    accumulation_steps: int
+    backbone_lr_scale: float
+    grad_checkpointing: bool
+    amp: bool
+    workers: int
     log_every: int
     checkpoint_every: int
     device: str
@@ -116,6 +121,7 @@ class EvalParams:
     dsl_temperature: float
     top_k: int
     block_memory_mb: float
+    dsl: bool
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class ComputeParams:
     train_threads: int
     train_gpus: int
     train_mem_mb: int
+    train_runtime_min: int
 
 
 @dataclass(frozen=True)

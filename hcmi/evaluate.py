@@ -78,12 +78,14 @@ def level_similarity_matrices(model: RetrievalModel, text: dict, video: dict, me
     device = device or torch.device("cpu")
     n_t, n_v = len(next(iter(text.values()))), len(next(iter(video.values())))
     bt, bv = block_sizes(model, text, video, memory_mb)
+    # the encoded test set is small next to the pair tensors: it moves to the device once
+    text = {k: v.to(device) for k, v in text.items()}
+    video = {k: v.to(device) for k, v in video.items()}
     out = {level: np.empty((n_t, n_v), dtype=np.float32) for level in model.levels}
     for t0 in range(0, n_t, bt):
-        t_rep = {k: v.to(device) for k, v in slice_rep(text, t0, t0 + bt).items()}
+        t_rep = slice_rep(text, t0, t0 + bt)
         for v0 in range(0, n_v, bv):
-            v_rep = {k: v.to(device) for k, v in slice_rep(video, v0, v0 + bv).items()}
-            for level, sim in model.level_similarities(t_rep, v_rep).items():
+            for level, sim in model.level_similarities(t_rep, slice_rep(video, v0, v0 + bv)).items():
                 out[level][t0 : t0 + bt, v0 : v0 + bv] = sim.float().cpu().numpy()
     return out
 
@@ -115,7 +117,7 @@ class TestSet:
 
 
 def evaluate_matrices(test: TestSet, levels: dict[str, np.ndarray], final: np.ndarray,
-                      dsl_temperature: float) -> dict:
+                      dsl_temperature: float | None) -> dict:
     result = metrics.retrieval_metrics(final, test.text_video, dsl_temperature)
     if len(levels) > 1:
         result["levels"] = {level: metrics.retrieval_metrics(sim, test.text_video) for level, sim in levels.items()}
@@ -178,7 +180,7 @@ def evaluate_run(params, dataset: str, variant: str, seed: int, layout) -> dict:
     levels = level_similarity_matrices(model, text, video, params.eval.block_memory_mb, device)
     final = combine_levels(model, levels)
 
-    result = evaluate_matrices(test, levels, final, params.eval.dsl_temperature)
+    result = evaluate_matrices(test, levels, final, params.eval.dsl_temperature if params.eval.dsl else None)
     result["counts"] = {
         "videos": len(test.video_ids),
         "captions": int(len(test.captions)),
@@ -186,12 +188,12 @@ def evaluate_run(params, dataset: str, variant: str, seed: int, layout) -> dict:
         "dropped_captions": int(test.dropped_captions),
     }
     result["run"] = {"dataset": dataset, "model": variant, "seed": seed, "split": "test",
-                     "selected_checkpoint": checkpoint.get("selected"), "trained_steps": checkpoint.get("step"),
-                     "seconds": round(time.time() - started, 2)}
+                     "selected_checkpoint": checkpoint.get("selected"), "trained_steps": checkpoint.get("step")}
     write_table(layout.rankings(dataset, variant, seed), rankings_table(test, final, params.eval.top_k))
     write_json(layout.seed_metrics(dataset, variant, seed), result)
-    log.info("t2v R@1 %.1f  R@5 %.1f  R@10 %.1f  MdR %.1f | v2t R@1 %.1f", result["t2v"]["R1"], result["t2v"]["R5"],
-             result["t2v"]["R10"], result["t2v"]["MdR"], result["v2t"]["R1"])
+    log.info("t2v R@1 %.1f  R@5 %.1f  R@10 %.1f  MdR %.1f | v2t R@1 %.1f (%.1f s)", result["t2v"]["R1"],
+             result["t2v"]["R5"], result["t2v"]["R10"], result["t2v"]["MdR"], result["v2t"]["R1"],
+             time.time() - started)
     return result
 
 

@@ -26,6 +26,13 @@ class Layout:
     def annotations(self, dataset: str) -> Path:
         return self.raw(dataset) / "annotations.parquet"
 
+    # pretrained backbone weights
+    def weights(self) -> Path:
+        return self.root / "weights"
+
+    def weights_manifest(self) -> Path:
+        return self.weights() / "backbone.json"
+
     # frame cache
     def frames(self, dataset: str, split: str) -> Path:
         return self.root / "frames" / dataset / split

@@ -1,28 +1,51 @@
-"""Published text-to-video R@1 figures the reports compare against, each with its source. Nothing is filled in:
-a dataset/model/backbone without a published figure is absent here and shown as missing."""
+"""Published text-to-video R@1 figures the reports compare against, each with its source and the backbone it was
+measured with. Nothing is filled in: a dataset/model/backbone without a published figure is absent here and shown as
+missing."""
 
 from __future__ import annotations
 
-HCMI_PAPER = "Jiang et al., Tencent Text-Video Retrieval (HCMI), IEEE Access 2022, arXiv:2204.03382"
-CLIP4CLIP_PAPER = "Luo et al., CLIP4Clip, Neurocomputing 2022, arXiv:2104.08860 (meanP rows, ViT-B/32)"
+from dataclasses import dataclass
 
-# dataset -> model -> backbone -> (t2v R@1, source)
-T2V_R1: dict[str, dict[str, dict[str, tuple[float, str]]]] = {
-    "msrvtt": {"hcmi": {"reported": (55.0, HCMI_PAPER)}, "baseline": {"ViT-B-32": (43.1, CLIP4CLIP_PAPER)}},
-    "msvd": {"hcmi": {"reported": (58.2, HCMI_PAPER)}, "baseline": {"ViT-B-32": (46.2, CLIP4CLIP_PAPER)}},
-    "lsmdc": {"hcmi": {"reported": (29.7, HCMI_PAPER)}, "baseline": {"ViT-B-32": (20.7, CLIP4CLIP_PAPER)}},
-    "didemo": {"hcmi": {"reported": (52.1, HCMI_PAPER)}, "baseline": {"ViT-B-32": (43.4, CLIP4CLIP_PAPER)}},
-    "activitynet": {"hcmi": {"reported": (57.3, HCMI_PAPER)}, "baseline": {"ViT-B-32": (40.5, CLIP4CLIP_PAPER)}},
+# short enough for a report table cell: Jiang et al., "Tencent Text-Video Retrieval", IEEE Access 2022; Luo et al.,
+# "CLIP4Clip", Neurocomputing 2022 (its meanP rows, CLIP ViT-B/32)
+HCMI_PAPER = "HCMI: Jiang et al., arXiv:2204.03382, abstract"
+CLIP4CLIP_PAPER = "CLIP4Clip: Luo et al., arXiv:2104.08860, meanP"
+
+# The HCMI abstract gives its best figure per dataset without naming the backbone next to it
+UNSTATED_BACKBONE = "not stated (the paper's best setting)"
+
+
+@dataclass(frozen=True)
+class Figure:
+    r1: float  # text-to-video R@1 on the dataset's standard test split
+    backbone: str  # what the figure was measured with, as the source states it
+    source: str
+
+
+# dataset -> model -> backbone key -> figure; "reported" holds a figure whose backbone the source does not state
+T2V_R1: dict[str, dict[str, dict[str, Figure]]] = {
+    "msrvtt": {"hcmi": {"reported": Figure(55.0, UNSTATED_BACKBONE, HCMI_PAPER)},
+               "baseline": {"ViT-B-32": Figure(43.1, "ViT-B/32", CLIP4CLIP_PAPER)}},
+    "msvd": {"hcmi": {"reported": Figure(58.2, UNSTATED_BACKBONE, HCMI_PAPER)},
+             "baseline": {"ViT-B-32": Figure(46.2, "ViT-B/32", CLIP4CLIP_PAPER)}},
+    "lsmdc": {"hcmi": {"reported": Figure(29.7, UNSTATED_BACKBONE, HCMI_PAPER)},
+              "baseline": {"ViT-B-32": Figure(20.7, "ViT-B/32", CLIP4CLIP_PAPER)}},
+    "didemo": {"hcmi": {"reported": Figure(52.1, UNSTATED_BACKBONE, HCMI_PAPER)},
+               "baseline": {"ViT-B-32": Figure(43.4, "ViT-B/32", CLIP4CLIP_PAPER)}},
+    "activitynet": {"hcmi": {"reported": Figure(57.3, UNSTATED_BACKBONE, HCMI_PAPER)},
+                    "baseline": {"ViT-B-32": Figure(40.5, "ViT-B/32", CLIP4CLIP_PAPER)}},
 }
+
+# open_clip configs that are the same network as a published backbone (OpenAI's weights need QuickGELU)
+ACTIVATION_VARIANT = "-quickgelu"
+
+
+def backbone_key(name: str | None) -> str | None:
+    return name.removesuffix(ACTIVATION_VARIANT) if name else name
 
 
 def published(dataset: str, model: str, backbone: str | None = None) -> tuple[float, str, str] | None:
-    """(R@1, backbone label, source) of the published figure for this model family, or None."""
+    """(R@1, backbone it was measured with, source) of the published figure for this model family, or None."""
     entries = T2V_R1.get(dataset, {}).get(model, {})
-    if backbone in entries:
-        value, source = entries[backbone]
-        return value, backbone, source
-    if "reported" in entries:
-        value, source = entries["reported"]
-        return value, "as reported", source
-    return None
+    figure = entries.get(backbone_key(backbone)) or entries.get("reported")
+    return (figure.r1, figure.backbone, figure.source) if figure else None

@@ -1,8 +1,8 @@
 """The training loop: one run = (dataset, model variant, seed).
 
 Reads only the frame cache and the annotation table. Writes, under data/checkpoints/<dataset>/<model>/seeds/<seed>/:
-  state/last.pt   everything needed to resume (model, optimizer, scheduler, RNG states, step, log, best score),
-                  written atomically every `train.checkpoint_every` steps and at each epoch's end
+  state/last.pt   everything needed to resume (model, optimizer, scheduler, RNG states, step = data position, logs,
+                  best score), written atomically every `train.checkpoint_every` steps and at each epoch's end
   state/best.pt   the weights with the best validation R@1 so far (datasets with a validation split)
   model.pt        the weights to evaluate (best on validation, else last), written when training completes
   train_log.csv   step, epoch, loss (total and per level), lr, samples/s
@@ -10,15 +10,23 @@ Reads only the frame cache and the annotation table. Writes, under data/checkpoi
 A re-run resumes from state/last.pt when it belongs to an unfinished run with the same configuration; a finished or
 differently configured state starts a fresh run. A non-finite loss stops training with an error naming the step and
 the level, leaving last.pt at the last good step.
+
+Scale: `compute.train_gpus` > 1 re-launches the command under torchrun (one process per GPU, DDP; the contrastive
+batch `train.batch_size` is global: embeddings are gathered across processes); bf16 autocast on CUDA
+(`train.amp`); gradient accumulation (`train.accumulation_steps` contrastive batches per optimizer step); the
+backbone learns at `train.lr x train.backbone_lr_scale`, the new heads at `train.lr`; optional gradient
+checkpointing of the backbone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +39,7 @@ from hcmi.config import Params, fingerprint
 from hcmi.data.annotations import split_table
 from hcmi.data.frames import FrameCache
 from hcmi.data.loader import CaptionVideoPairs, EpochBatches, epoch_loader
+from hcmi.distributed import Distributed, launched_by_torchrun, setup
 from hcmi.errors import HcmiError
 from hcmi.evaluate import (TestSet, combine_levels, encode_texts, encode_videos, level_similarity_matrices,
                            resolve_device)
@@ -41,7 +50,7 @@ from hcmi.model.backbone import tokenizer
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 
 
 class TrainingError(HcmiError, RuntimeError):
@@ -73,45 +82,51 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: not on biases, norms, embeddings or the temperature (as CLIP does)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float) -> list[dict]:
+    """Backbone and new heads at their own learning rates; weight decay on matrices only (not on biases, norms,
+    embeddings or the temperature, as CLIP does)."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim >= 2 and "embedding" not in name:
-            decay.append(param)
-        else:
-            no_decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if param.requires_grad:
+            key = (name.startswith("backbone."), param.ndim >= 2 and "embedding" not in name)
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr": lr * (backbone_lr_scale if is_backbone else 1.0),
+             "weight_decay": weight_decay if decay else 0.0, "name": ("backbone" if is_backbone else "heads")
+             + ("" if decay else "/no-decay")}
+            for (is_backbone, decay), params in sorted(groups.items())]
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
     try:  # the fused kernel is several times faster (CPU and CUDA) where this torch build has it
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
+        return torch.optim.AdamW(groups, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups)
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class Trainer:
-    def __init__(self, params: Params, dataset: str, variant: str, seed: int, layout):
+    def __init__(self, params: Params, dataset: str, variant: str, seed: int, layout,
+                 dist: Distributed | None = None):
         self.params, self.dataset, self.variant, self.seed, self.layout = params, dataset, variant, seed, layout
+        self.dist = dist or Distributed()
         self.cfg = params.train
         self.data_params = params.dataset(dataset)
         self.variant_cfg = params.variant_dict(variant)
         self.device = resolve_device(self.cfg.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.state_dir = layout.train_state(dataset, variant, seed)
         self.last_path, self.best_path = self.state_dir / "last.pt", self.state_dir / "best.pt"
+        if self.cfg.batch_size % self.dist.world_size:
+            raise TrainingError(f"train.batch_size={self.cfg.batch_size} must be divisible by the "
+                                f"{self.dist.world_size} training processes")
 
         annotations = pd.read_parquet(layout.annotations(dataset))
         train_cache = FrameCache(layout.frames(dataset, "train"))
+        # the world size is not part of the fingerprint: a run may resume on another number of GPUs
         self.fingerprint = fingerprint(
             params.raw["train"], params.raw["backbone"], self.variant_cfg, params.raw["data"][dataset], seed,
             _file_digest(layout.annotations(dataset)), _file_digest(layout.frame_index(dataset, "train")),
@@ -126,8 +141,16 @@ class Trainer:
         if self.data_params.max_words > backbone.context_length:
             raise TrainingError(f"data.{dataset}.max_words={self.data_params.max_words} exceeds the context length "
                                 f"{backbone.context_length} of {params.backbone.name}")
+        if self.cfg.grad_checkpointing:
+            backbone.set_grad_checkpointing(True)
         self.objective = params.variant(variant)
         self.model = build_model(self.objective, backbone).to(self.device)
+        self.forward = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
         self.tokenize = tokenizer(params.backbone.name, self.data_params.max_words)
 
         train_rows = split_table(annotations, "train")
@@ -136,19 +159,23 @@ class Trainer:
         if self.train_set.dropped:
             log.warning("%d training captions dropped: their videos are not in the frame cache",
                         self.train_set.dropped)
-        if len(self.train_set) < self.cfg.batch_size:
-            raise TrainingError(f"{dataset}: {len(self.train_set)} training pairs, fewer than one batch "
-                                f"(train.batch_size={self.cfg.batch_size})")
+        per_step = self.cfg.batch_size * self.cfg.accumulation_steps
+        if len(self.train_set) < per_step:
+            raise TrainingError(f"{dataset}: {len(self.train_set)} training pairs, fewer than one step needs "
+                                f"(train.batch_size x train.accumulation_steps = {per_step})")
         self.val = None  # (test set, cache) of the validation split, when the protocol has one
         val_cache = FrameCache(layout.frames(dataset, "val"))
         if len(val_cache):
             self.val = (TestSet(annotations, val_cache, "val"), val_cache)
 
-        self.steps_per_epoch = EpochBatches.batches_per_epoch(len(self.train_set), self.cfg.batch_size)
+        batches = EpochBatches.batches_per_epoch(len(self.train_set), self.cfg.batch_size)
+        self.steps_per_epoch = batches // self.cfg.accumulation_steps
         self.total_steps = max(1, int(round(self.cfg.epochs * self.steps_per_epoch)))
-        self.optimizer = make_optimizer(self.model, self.cfg.lr, self.cfg.weight_decay)
+        self.optimizer = make_optimizer(param_groups(self.model, self.cfg.lr, self.cfg.backbone_lr_scale,
+                                                     self.cfg.weight_decay))
         warmup = max(1, int(self.cfg.warmup_fraction * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps, warmup))
+        self.lr_factor = warmup_cosine(self.total_steps, warmup)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.step = 0
         self.best_score = -math.inf
         self.train_rows: list[dict] = []
@@ -173,8 +200,10 @@ class Trainer:
         }
 
     def save_state(self, finished: bool = False) -> None:
-        with atomic_path(self.last_path) as tmp:
-            torch.save(self._state(finished), tmp)
+        if self.dist.is_main:
+            with atomic_path(self.last_path) as tmp:
+                torch.save(self._state(finished), tmp)
+        self.dist.barrier()
 
     def try_resume(self) -> bool:
         if not self.last_path.exists():
@@ -205,18 +234,18 @@ class Trainer:
         log.info("resuming from step %d of %d (%s)", self.step, self.total_steps, self.last_path)
         return True
 
-    # -- one step, validation ----------------------------------------------------------------------------------
+    # -- one optimizer step ------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.cfg.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self, frames, mask, tokens) -> dict[str, float]:
-        self.model.train()
+    def _micro_step(self, frames, mask, tokens) -> tuple[torch.Tensor, dict[str, float]]:
         with self._autocast():
-            video = self.model.encode_video(frames.to(self.device), mask.to(self.device))
-            text = self.model.encode_text(tokens.to(self.device))
+            video, text = self.forward(frames.to(self.device, non_blocking=True),
+                                       mask.to(self.device, non_blocking=True), tokens.to(self.device))
+            video, text = self.dist.gather(video), self.dist.gather(text)
             sims = self.model.level_similarities(text, video)
             loss, parts = retrieval_loss(sims, self.model.level_weights(), self.model.logit_scale, text=text,
                                          video=video, objective=self.objective,
@@ -229,14 +258,27 @@ class Trainer:
             raise TrainingError(
                 f"non-finite loss at step {self.step + 1} ({level} = {bad[level]}); training stopped. "
                 f"The last good checkpoint is {self.last_path} (step {self._saved_step()}).")
+        return loss, values
+
+    def train_step(self, micro_batches) -> dict[str, float]:
+        """One optimizer step over `train.accumulation_steps` contrastive batches."""
+        self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        totals: dict[str, float] = {}
+        for i, (frames, mask, tokens) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()
+            with sync:
+                loss, values = self._micro_step(frames, mask, tokens)
+                (loss / len(micro_batches)).backward()
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return values
+        return totals
 
     def _saved_step(self):
         if not self.last_path.exists():
@@ -262,27 +304,41 @@ class Trainer:
 
         resumed = self.try_resume()
         if not resumed:
-            log.info("training %s/%s seed %d: %d pairs, %d steps (%d per epoch), batch %d, device %s, %d threads",
-                     self.dataset, self.variant, self.seed, len(self.train_set), self.total_steps,
-                     self.steps_per_epoch, self.cfg.batch_size, self.device, torch.get_num_threads())
-        with progress(total=self.total_steps, initial=self.step, desc="train", unit="step") as bar:
+            log.info("training %s/%s seed %d: %d pairs, %d steps (%d per epoch), batch %d x %d accumulated, "
+                     "device %s, %d process(es), %d threads", self.dataset, self.variant, self.seed,
+                     len(self.train_set), self.total_steps, self.steps_per_epoch, self.cfg.batch_size,
+                     self.cfg.accumulation_steps, self.device, self.dist.world_size, torch.get_num_threads())
+        with progress(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                      disable=not self.dist.is_main) as bar:
             self._loop(bar)
         return self.finish()
+
+    def _epoch_batches(self):
+        """(epoch, iterator over lists of micro-batches) from the current step: the exact data position."""
+        epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
+        loader = epoch_loader(self.train_set, self.cfg.batch_size, self.seed, epoch,
+                              step_in_epoch * self.cfg.accumulation_steps, self.cfg.workers, self.dist.rank,
+                              self.dist.world_size)
+        batches = iter(loader)
+        while True:
+            group = [batch for _, batch in zip(range(self.cfg.accumulation_steps), batches)]
+            if len(group) < self.cfg.accumulation_steps:
+                return
+            yield group
 
     def _loop(self, bar) -> None:
         tick, tick_step = time.time(), self.step
         while self.step < self.total_steps:
-            epoch, start_batch = divmod(self.step, self.steps_per_epoch)
-            loader = epoch_loader(self.train_set, self.cfg.batch_size, self.seed, epoch, start_batch)
-            for frames, mask, tokens in loader:
-                values = self.train_step(frames, mask, tokens)
+            for micro_batches in self._epoch_batches():
+                values = self.train_step(micro_batches)
                 bar.update(1)
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                     now = time.time()
-                    rate = (self.step - tick_step) * self.cfg.batch_size / max(now - tick, 1e-9)
+                    samples = (self.step - tick_step) * self.cfg.batch_size * self.cfg.accumulation_steps
+                    rate = samples / max(now - tick, 1e-9)
                     tick, tick_step = now, self.step
                     self.train_rows.append({"step": self.step, "epoch": self.step / self.steps_per_epoch, **values,
-                                            "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate})
+                                            "lr": self.cfg.lr * self.lr_factor(self.step), "samples_per_s": rate})
                     bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
                 end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                 if end_of_epoch and self.val is not None:
@@ -293,27 +349,25 @@ class Trainer:
                     break
 
     def _validate_and_keep_best(self) -> None:
-        scores = self.validate()
-        self.val_rows.append({"step": self.step, "epoch": self.step / self.steps_per_epoch, **scores})
-        log.info("step %d validation: t2v R@1 %.1f R@5 %.1f", self.step, scores["R1"], scores["R5"])
-        if scores["R1"] > self.best_score:
-            self.best_score = scores["R1"]
-            with atomic_path(self.best_path) as tmp:
-                torch.save({"step": self.step, "score": scores, "state_dict": self.model.state_dict()}, tmp)
+        if self.dist.is_main:
+            scores = self.validate()
+            self.val_rows.append({"step": self.step, "epoch": self.step / self.steps_per_epoch, **scores})
+            log.info("step %d validation: t2v R@1 %.1f R@5 %.1f", self.step, scores["R1"], scores["R5"])
+            if scores["R1"] > self.best_score:
+                self.best_score = scores["R1"]
+                with atomic_path(self.best_path) as tmp:
+                    torch.save({"step": self.step, "score": scores, "state_dict": self.model.state_dict()}, tmp)
+        self.dist.barrier()
 
     def finish(self) -> dict:
         weights, selected, step = self.model.state_dict(), "last", self.step
         if self.val is not None and self.best_path.exists():
             best = torch.load(self.best_path, map_location="cpu", weights_only=False)
             weights, selected, step = best["state_dict"], "best", best["step"]
-        layout, d, m, s = self.layout, self.dataset, self.variant, self.seed
-        write_table(layout.train_log(d, m, s), pd.DataFrame(self.train_rows))
-        write_table(layout.run(d, m, s) / "val_log.csv",
-                    pd.DataFrame(self.val_rows, columns=["step", "epoch", "R1", "R5", "R10", "MdR"]))
         checkpoint = {
             "format": STATE_FORMAT,
             "backbone": {"name": self.params.backbone.name, "pretrained": self.params.backbone.pretrained},
-            "variant": m,
+            "variant": self.variant,
             "model": self.variant_cfg,
             "max_words": self.data_params.max_words,
             "image_size": self.model.backbone.image_size,
@@ -323,13 +377,37 @@ class Trainer:
             "total_steps": self.total_steps,
             "fingerprint": self.fingerprint,
         }
-        with atomic_path(layout.model_file(d, m, s)) as tmp:
-            torch.save(checkpoint, tmp)
+        if self.dist.is_main:
+            layout, d, m, s = self.layout, self.dataset, self.variant, self.seed
+            write_table(layout.train_log(d, m, s), pd.DataFrame(self.train_rows))
+            write_table(layout.run(d, m, s) / "val_log.csv",
+                        pd.DataFrame(self.val_rows, columns=["step", "epoch", "R1", "R5", "R10", "MdR"]))
+            with atomic_path(layout.model_file(d, m, s)) as tmp:
+                torch.save(checkpoint, tmp)
+            log.info("finished %d steps; model.pt holds the %s weights (step %d)", self.total_steps, selected, step)
         self.save_state(finished=True)
-        log.info("finished %d steps; model.pt holds the %s weights (step %d)", self.total_steps, selected, step)
         return checkpoint
 
 
-def train_run(params: Params, dataset: str, variant: str, seed: int, layout) -> dict:
+def relaunch_under_torchrun(processes: int) -> None:
+    """Replace this process by torchrun running the same command in `processes` processes (one per GPU)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "hcmi.cli", *sys.argv[1:]]
+    log.info("compute.train_gpus=%d: relaunching under torchrun: %s", processes, " ".join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
+def train_run(params: Params, dataset: str, variant: str, seed: int, layout) -> dict | None:
+    gpus = params.compute.train_gpus
+    if gpus > 1 and not launched_by_torchrun():
+        if not torch.cuda.is_available() or torch.cuda.device_count() < gpus:
+            raise TrainingError(f"compute.train_gpus={gpus} but {torch.cuda.device_count()} CUDA device(s) visible")
+        relaunch_under_torchrun(gpus)
     set_threads()
-    return Trainer(params, dataset, variant, seed, layout).run()
+    dist = setup()
+    try:
+        return Trainer(params, dataset, variant, seed, layout, dist).run()
+    finally:
+        dist.shutdown()

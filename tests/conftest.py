@@ -20,6 +20,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.envir
 # the environment's console scripts (hcmi, snakemake, dvc) come first, even when the venv is not activated
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+for _role in ("AUTHOR", "COMMITTER"):  # tests commit in scratch repositories; CI machines have no git identity
+    os.environ.setdefault(f"GIT_{_role}_NAME", "hcmi tests")
+    os.environ.setdefault(f"GIT_{_role}_EMAIL", "tests@hcmi.invalid")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -1,4 +1,6 @@
-"""The whole pipeline through the real Snakefile and dvc.yaml, at test size (tests/fixtures/tiny.yaml)."""
+"""The whole pipeline through the real Snakefile and dvc.yaml, at test size (tests/fixtures/tiny.yaml): outputs,
+no-op re-runs, exact re-runs after a parameter change, and sharing a finished run through a DVC remote (clone + pull,
+branch switches) without spurious Snakemake re-runs."""
 
 import json
 import re
@@ -10,9 +12,20 @@ from workflow_helpers import copy_workflow, dvc, planned_rules, run, snakemake, 
 
 pytestmark = pytest.mark.slow
 
+EVALUATION_AND_REPORTS = {"evaluate", "summarize", "dataset_report", "index_report"}
+
 
 def metrics_of(workdir, model):
     return json.loads((workdir / f"data/results/synthetic/{model}/metrics.json").read_text())
+
+
+def hcmi(workdir, *args):
+    return run(["hcmi", *args], workdir)
+
+
+def nothing_to_do(workdir) -> bool:
+    result = snakemake(workdir, "-n", "--cores", "1", "all")
+    return "Nothing to be done" in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +33,25 @@ def snakemake_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("smk") / "repo", tiny_params_dict())
     snakemake(workdir, "--cores", "2", "all")
     return workdir
+
+
+def dvc_params():
+    params = tiny_params_dict()
+    params["models"], params["ablations"] = ["baseline"], []  # the full matrix is exercised by the Snakemake run
+    return params
+
+
+@pytest.fixture(scope="module")
+def dvc_origin(tmp_path_factory):
+    """A repository whose pipeline DVC ran, committed, with its results pushed to a local-directory remote."""
+    base = tmp_path_factory.mktemp("dvc")
+    origin = copy_workflow(base / "origin", dvc_params(), git=True)
+    first = dvc(origin, "repro")
+    dvc(origin, "remote", "add", "-d", "store", str(base / "store"))
+    run(["git", "add", "-A"], origin)
+    run(["git", "commit", "-qm", "run the pipeline"], origin)
+    dvc(origin, "push")
+    return origin, first.stdout
 
 
 def test_snakemake_all_writes_reports_and_metrics(snakemake_run):
@@ -42,39 +74,65 @@ def test_snakemake_all_writes_reports_and_metrics(snakemake_run):
 
 
 def test_second_snakemake_run_does_nothing(snakemake_run):
-    result = snakemake(snakemake_run, "-n", "--cores", "2", "all")
-    assert "Nothing to be done" in result.stdout + result.stderr
+    assert nothing_to_do(snakemake_run)
 
 
-def test_changing_an_evaluation_parameter_reruns_only_evaluation_and_reports(snakemake_run, tmp_path):
+def test_changing_an_evaluation_parameter_reruns_only_evaluation_and_reports(snakemake_run):
     params = tiny_params_dict()
     params["eval"]["top_k"] = 7
     workdir = snakemake_run
     write_params(workdir, params)
     rules = planned_rules(workdir, "all")
-    assert set(rules) == {"evaluate", "summarize", "dataset_report", "index_report"}, rules
-    assert rules.count("evaluate") == 3
-    model_file = workdir / "data/checkpoints/synthetic/hcmi/seeds/0/model.pt"
-    before = model_file.stat().st_mtime_ns
-    snakemake(workdir, "--cores", "2", "all")
-    assert model_file.stat().st_mtime_ns == before, "training did not re-run"
-    assert len(json.loads(json.dumps(metrics_of(workdir, "hcmi")))["per_seed"]) == 1
+    assert set(rules) == EVALUATION_AND_REPORTS, rules
+    assert rules.count("evaluate") == 3  # every trained run is re-evaluated, none is re-trained
 
 
-def test_dvc_repro_reaches_the_same_metrics_and_then_runs_nothing(snakemake_run, tmp_path):
-    workdir = copy_workflow(tmp_path / "repo", tiny_params_dict(), git=True)
-    result = dvc(workdir, "repro")
-    assert "Running stage 'train@synthetic-hcmi-0'" in result.stdout
-    for model in ("baseline", "hcmi", "hcmi-no-frame-word"):
-        assert metrics_of(workdir, model)["mean"]["t2v"] == pytest.approx(metrics_of(snakemake_run, model)["mean"]["t2v"])
-    assert (workdir / "data/reports/synthetic.html").exists()
-    again = dvc(workdir, "repro")
+def test_dvc_repro_reaches_the_same_metrics_and_then_runs_nothing(snakemake_run, dvc_origin):
+    origin, first = dvc_origin
+    assert "Running stage 'train@synthetic-baseline-0'" in first
+    assert metrics_of(origin, "baseline")["mean"]["t2v"] == pytest.approx(
+        metrics_of(snakemake_run, "baseline")["mean"]["t2v"])
+    assert (origin / "data/reports/synthetic.html").exists()
+    again = dvc(origin, "repro")
     assert "Running stage" not in again.stdout, again.stdout
-    # an evaluation parameter re-runs evaluation, summaries and reports only
-    params = tiny_params_dict()
+
+
+def test_a_pulled_clone_runs_nothing_then_exactly_what_a_parameter_change_needs(dvc_origin, tmp_path):
+    origin, _ = dvc_origin
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    dvc(clone, "pull")
+    hcmi(clone, "sync")
+    assert nothing_to_do(clone)
+    params = dvc_params()
     params["eval"]["top_k"] = 7
-    write_params(workdir, params)
-    changed = dvc(workdir, "repro").stdout
-    stages = sorted(set(re.findall(r"Running stage '([a-z_]+)@?", changed)))
-    assert stages == ["dataset_report", "evaluate", "evaluate_ablation", "index_report", "summarize",
-                      "summarize_ablation"], changed
+    write_params(clone, params)
+    assert set(planned_rules(clone, "all")) == EVALUATION_AND_REPORTS
+
+
+def test_switching_branches_with_dvc_checkout_runs_nothing_on_either(dvc_origin, tmp_path):
+    origin, _ = dvc_origin
+    run(["git", "checkout", "-q", "-b", "dsl-20"], origin)
+    params = dvc_params()
+    params["eval"]["dsl_temperature"] = 20.0
+    write_params(origin, params)
+    rerun = dvc(origin, "repro").stdout
+    stages = set(re.findall(r"Running stage '([a-z_]+)", rerun))
+    assert stages == EVALUATION_AND_REPORTS, rerun
+    run(["git", "commit", "-qam", "DSL at temperature 20"], origin)
+    dvc(origin, "push")
+    diff = dvc(origin, "metrics", "diff", "main", "dsl-20").stdout
+    assert "t2v_dsl.R1" in diff or "t2v_dsl.MnR" in diff, diff
+    run(["git", "checkout", "-q", "main"], origin)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    for branch, fetch in (("main", "pull"), ("dsl-20", "pull"), ("main", "checkout")):
+        run(["git", "checkout", "-q", branch], clone)
+        dvc(clone, fetch)
+        hcmi(clone, "sync")
+        assert nothing_to_do(clone), branch
+    # a change that DVC sees (params edited, nothing re-run yet) is handed to Snakemake to re-run
+    write_params(clone, params)
+    hcmi(clone, "sync")
+    assert set(planned_rules(clone, "all")) == EVALUATION_AND_REPORTS

@@ -28,7 +28,7 @@ def copy_workflow(dest: Path, params: dict, git: bool = False) -> Path:
             shutil.copy2(src, dest / name)
     write_params(dest, params)
     if git:
-        run(["git", "init", "-q"], dest)
+        run(["git", "init", "-q", "-b", "main"], dest)
     return dest
 
 

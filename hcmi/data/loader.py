@@ -56,10 +56,15 @@ class CachedVideos(Dataset):
 
 class EpochBatches(Sampler):
     """The batches of one epoch: a permutation fixed by (seed, epoch), full batches only, optionally starting
-    part-way (to resume exactly where an interrupted run stopped)."""
+    part-way (to resume exactly where an interrupted run stopped). Under DDP every rank draws the same global
+    batches and keeps its own contiguous slice of each (rank order = order of the gathered embeddings)."""
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0):
+    def __init__(self, n_items: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
         self.n_items, self.batch_size, self.seed, self.epoch, self.start = n_items, batch_size, seed, epoch, start_batch
+        self.rank, self.world_size = rank, world_size
 
     @staticmethod
     def batches_per_epoch(n_items: int, batch_size: int) -> int:
@@ -70,14 +75,17 @@ class EpochBatches(Sampler):
 
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_items)
+        local = self.batch_size // self.world_size
         for b in range(self.start, self.batches_per_epoch(self.n_items, self.batch_size)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            start = b * self.batch_size + self.rank * local
+            yield order[start : start + local].tolist()
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
-                 workers: int = 0) -> DataLoader:
-    sampler = EpochBatches(len(dataset), batch_size, seed, epoch, start_batch)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False)
+                 workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+    sampler = EpochBatches(len(dataset), batch_size, seed, epoch, start_batch, rank, world_size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
 
 
 def sequential_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:

@@ -103,10 +103,8 @@ def _random_events(rng: np.random.Generator, n: int, distinct_actions: bool) -> 
 
 
 def caption(events: tuple[Event, ...] | list[Event], rng: np.random.Generator) -> str:
-    clauses = [
-        f"{rng.choice(('a', 'the'))} {e.colour} {rng.choice(SHAPE_WORDS[e.shape])} {rng.choice(ACTION_PHRASES[e.action])}"
-        for e in events
-    ]
+    clauses = [" ".join((str(rng.choice(("a", "the"))), e.colour, str(rng.choice(SHAPE_WORDS[e.shape])),
+                         str(rng.choice(ACTION_PHRASES[e.action])))) for e in events]
     template = str(rng.choice(CONNECTIVES[len(events)]))
     return template.format(*clauses)
 

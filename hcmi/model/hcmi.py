@@ -38,9 +38,11 @@ class HCMI(RetrievalModel):
             raise ValueError("model.levels: every level has weight 0; enable at least one")
         self.levels = tuple(self.weights)
         self.temporal = TemporalTransformer(dim, params.temporal_layers) if params.temporal_layers > 0 else None
-        self.clip_clustering = AdaptiveClustering(dim, params.clip_clusters, params.clustering)
-        self.phrase_clustering = AdaptiveClustering(dim, params.phrase_clusters, params.clustering)
+        self.clip_clustering = AdaptiveClustering(dim, params.clip_clusters, params.clustering)  # clips -> video
         self.video_pool = AttentionPool(dim)
+        # built only when used: every parameter of a model must take part in training (DDP requires it)
+        if "clip_phrase" in self.weights:
+            self.phrase_clustering = AdaptiveClustering(dim, params.phrase_clusters, params.clustering)
 
     def level_weights(self) -> dict[str, float]:
         return dict(self.weights)

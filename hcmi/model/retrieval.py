@@ -24,6 +24,10 @@ class RetrievalModel(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.backbone.logit_scale
 
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor) -> tuple[dict, dict]:
+        """Both encoders at once (the call DDP wraps): (video representation, text representation)."""
+        return self.encode_video(frames, frame_mask), self.encode_text(tokens)
+
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

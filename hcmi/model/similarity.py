@@ -4,11 +4,17 @@
   max_mean  token-wise interaction (clip-phrase, frame-word): each text token takes its best-matching video token,
             averaged over the text's tokens; the same from the video side; the two directions averaged.
             Padding tokens never match and never count in a mean.
+
+max_mean computes every token pair of every item pair with ONE matmul ([Nt*Lt, D] x [D, Nv*Lv]) and then only
+reduces that result. Without gradients (evaluation) the padding masks are applied in place, so the pair tensor is
+the only large intermediate: memory per (text, video) pair is 4*Lt*Lv bytes plus the two reduced tensors.
 """
 
 from __future__ import annotations
 
 import torch
+
+PAD_SCORE = -1.0e4  # below any cosine similarity: a padding token can never be the best match
 
 
 def cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
@@ -16,24 +22,32 @@ def cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return text @ video.T
 
 
-def max_mean(text: torch.Tensor, text_mask: torch.Tensor, video: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+def _masked_mean(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    return (values * weights).sum(dim) / weights.sum(dim).clamp(min=1.0)
+
+
+def max_mean(text: torch.Tensor, text_mask: torch.Tensor, video: torch.Tensor,
+             video_mask: torch.Tensor) -> torch.Tensor:
     """[Nt, Lt, D] (mask [Nt, Lt]) x [Nv, Lv, D] (mask [Nv, Lv]) -> [Nt, Nv]."""
     nt, lt, d = text.shape
     nv, lv, _ = video.shape
-    # all token pairs of all item pairs in one matmul: [Nt*Lt, D] @ [D, Nv*Lv]
     sims = (text.reshape(nt * lt, d) @ video.reshape(nv * lv, d).T).reshape(nt, lt, nv, lv).float()
-    neg = torch.finfo(sims.dtype).min
-    t_mask = text_mask[:, :, None, None]
-    v_mask = video_mask[None, None, :, :]
-    text_best = sims.masked_fill(~v_mask, neg).amax(dim=3)  # [Nt, Lt, Nv]
-    video_best = sims.masked_fill(~t_mask, neg).amax(dim=1)  # [Nt, Nv, Lv]
-    t_weight = text_mask.float()
-    v_weight = video_mask.float()
-    text_side = (text_best * t_weight[:, :, None]).sum(1) / t_weight.sum(1, keepdim=True).clamp(min=1.0)
-    video_side = (video_best * v_weight[None]).sum(2) / v_weight.sum(1)[None].clamp(min=1.0)
+    video_pad = (~video_mask).float().mul(PAD_SCORE)[None, None]  # [1, 1, Nv, Lv]
+    text_pad = (~text_mask).float().mul(PAD_SCORE)[:, :, None, None]  # [Nt, Lt, 1, 1]
+    if torch.is_grad_enabled():  # training: out of place, autograd needs the unmasked tensor
+        text_best = (sims + video_pad).amax(dim=3)
+        video_best = (sims + text_pad).amax(dim=1)
+    else:  # evaluation: in place, no second copy of the pair tensor
+        sims.add_(video_pad)
+        text_best = sims.amax(dim=3)  # [Nt, Lt, Nv]; rows of padded text tokens are ignored by the mean below
+        sims.add_(text_pad)
+        video_best = sims.amax(dim=1)  # [Nt, Nv, Lv]; padded video columns are ignored by the mean below
+    text_side = _masked_mean(text_best, text_mask.float()[:, :, None], dim=1)  # [Nt, Nv]
+    video_side = _masked_mean(video_best, video_mask.float()[None], dim=2)  # [Nt, Nv]
     return 0.5 * (text_side + video_side)
 
 
 def max_mean_bytes_per_pair(text_tokens: int, video_tokens: int) -> int:
-    """Peak intermediate memory of max_mean per (text, video) pair: the pair matrix and its two masked copies."""
-    return 4 * 3 * text_tokens * video_tokens + 4 * 2 * (text_tokens + video_tokens)
+    """Peak intermediate memory of max_mean (evaluation) per (text, video) pair: the pair tensor and the two
+    reduced tensors, in float32."""
+    return 4 * (text_tokens * video_tokens + text_tokens + video_tokens + 4)

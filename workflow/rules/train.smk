@@ -1,4 +1,5 @@
-# Training one model variant with one seed (resumes an interrupted run from its state/last.pt).
+# Training one model variant with one seed (resumes an interrupted run from its state/last.pt). With
+# compute.train_gpus > 1 the same command re-launches itself under torchrun (DDP, one process per GPU).
 
 
 rule train:
@@ -6,6 +7,7 @@ rule train:
         annotations="data/raw/{dataset}/annotations.parquet",
         train="data/frames/{dataset}/train/index.parquet",
         val="data/frames/{dataset}/val/index.parquet",
+        weights="data/weights/backbone.json",
     output:
         model="data/checkpoints/{dataset}/{model}/seeds/{seed}/model.pt",
         log="data/checkpoints/{dataset}/{model}/seeds/{seed}/train_log.csv",
@@ -21,5 +23,6 @@ rule train:
     resources:
         gpu=config["compute"]["train_gpus"],
         mem_mb=config["compute"]["train_mem_mb"],
+        runtime=config["compute"]["train_runtime_min"],
     shell:
         "hcmi train --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"

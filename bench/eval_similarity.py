@@ -1,0 +1,165 @@
+"""Evaluation engine speed and memory: hcmi's blocked multi-level N x M similarity, measured side by side with
+(a) the floor: one matmul per level with exactly the FLOPs the level needs, no reductions, no blocking, and
+(b) the obvious implementation: a Python loop over (text, video) pairs (timed on a sample of pairs, scaled to N x M).
+Peak working memory (beyond inputs and outputs) is measured at two test-set sizes in fresh processes.
+
+    python bench/eval_similarity.py            # MSR-VTT-1k shapes and ActivityNet shapes scaled to this machine
+    python bench/eval_similarity.py --quick    # small shapes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_time, save, table  # noqa: E402
+
+from hcmi.evaluate import block_sizes, level_similarity_matrices  # noqa: E402
+from hcmi.model.hcmi import HCMI  # noqa: E402
+
+SHAPES = {
+    # name: (texts, videos, words, frames, phrases, clips, dim)
+    "msrvtt-1k": (1000, 1000, 32, 12, 4, 4, 512),
+    "activitynet-scaled": (400, 400, 64, 64, 4, 4, 512),
+    "quick": (120, 120, 16, 8, 4, 4, 64),
+}
+BUDGET_MB = 256.0
+PAIR_SAMPLE = 1500
+
+
+class Engine(torch.nn.Module):
+    """HCMI's three levels over given representations (no encoders: the engine alone is measured)."""
+
+    levels = ("video_sentence", "clip_phrase", "frame_word")
+    weights = {level: 1.0 for level in levels}
+    level_similarities = HCMI.level_similarities
+    similarity_bytes_per_pair = HCMI.similarity_bytes_per_pair
+
+
+def tokens(n, length, dim, gen, min_valid):
+    x = torch.nn.functional.normalize(torch.randn(n, length, dim, generator=gen), dim=-1)
+    valid = torch.randint(min_valid, length + 1, (n,), generator=gen)
+    return x, torch.arange(length)[None] < valid[:, None]
+
+
+def representations(shape, seed=0):
+    nt, nv, lw, lf, lp, lc, d = shape
+    gen = torch.Generator().manual_seed(seed)
+    words, word_mask = tokens(nt, lw, d, gen, lw // 3)
+    phrases, phrase_mask = tokens(nt, lp, d, gen, 1)
+    frames, frame_mask = tokens(nv, lf, d, gen, lf // 2)
+    clips, clip_mask = tokens(nv, lc, d, gen, 1)
+    text = {"sentence": torch.nn.functional.normalize(torch.randn(nt, d, generator=gen), dim=-1),
+            "phrase": phrases, "phrase_mask": phrase_mask, "word": words, "word_mask": word_mask}
+    video = {"video": torch.nn.functional.normalize(torch.randn(nv, d, generator=gen), dim=-1),
+             "clip": clips, "clip_mask": clip_mask, "frame": frames, "frame_mask": frame_mask}
+    return text, video
+
+
+def floor(text, video) -> float:
+    """One matmul per level, exactly the FLOPs that level needs."""
+    nt, nv = len(text["sentence"]), len(video["video"])
+
+    def run():
+        text["sentence"] @ video["video"].T
+        for a, b in (("phrase", "clip"), ("word", "frame")):
+            (text[a].reshape(nt * text[a].shape[1], -1) @ video[b].reshape(nv * video[b].shape[1], -1).T)
+
+    with torch.no_grad():
+        return best_time(run, repeat=2)
+
+
+def per_pair_loop(text, video, sample: int, seed=0) -> float:
+    """Seconds for all N x M pairs, scaled from `sample` random pairs computed one at a time."""
+    rng = np.random.default_rng(seed)
+    nt, nv = len(text["sentence"]), len(video["video"])
+    pairs = list(zip(rng.integers(0, nt, sample), rng.integers(0, nv, sample)))
+
+    def one(i, j):
+        s = float(text["sentence"][i] @ video["video"][j])
+        for a, b in (("phrase", "clip"), ("word", "frame")):
+            x = text[a][i][text[f"{a}_mask"][i]]
+            y = video[b][j][video[f"{b}_mask"][j]]
+            m = x @ y.T
+            s += 0.5 * float(m.max(1).values.mean() + m.max(0).values.mean())
+        return s
+
+    with torch.no_grad():
+        seconds = best_time(lambda: [one(i, j) for i, j in pairs], repeat=1, warmup=0)
+    return seconds * nt * nv / sample
+
+
+def peak_working_memory_mb(shape) -> float:
+    """Run the engine in a fresh process; its peak RSS growth minus the output matrices (MB)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+            f"import eval_similarity as b; print(b._measure_memory({tuple(shape)!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _measure_memory(shape) -> float:
+    text, video = representations(shape)
+    engine = Engine()
+    with torch.no_grad():  # warm the allocator and libraries on a tiny problem first
+        level_similarity_matrices(engine, *representations((4, 4, *shape[2:])), BUDGET_MB)
+    before = _rss_mb()
+    out = level_similarity_matrices(engine, text, video, BUDGET_MB)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    outputs = sum(m.nbytes for m in out.values()) / 2**20
+    return max(0.0, peak - before - outputs)
+
+
+def bench_shape(name, shape) -> dict:
+    text, video = representations(shape)
+    engine = Engine()
+    ours = best_time(lambda: level_similarity_matrices(engine, text, video, BUDGET_MB), repeat=2)
+    bt, bv = block_sizes(engine, text, video, BUDGET_MB)
+    return {"shape": name, "N x M": f"{shape[0]} x {shape[1]}", "blocks": f"{bt} x {bv}",
+            "ours_s": round(ours, 3), "matmul_floor_s": round(floor(text, video), 3),
+            "per_pair_loop_s": round(per_pair_loop(text, video, min(PAIR_SAMPLE, shape[0] * shape[1])), 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
+    args = parser.parse_args(argv)
+    names = ["quick"] if args.quick else ["msrvtt-1k", "activitynet-scaled"]
+    rows = []
+    for name in names:
+        row = bench_shape(name, SHAPES[name])
+        row["vs_floor"] = round(row["ours_s"] / row["matmul_floor_s"], 2)
+        row["loop_speedup"] = round(row["per_pair_loop_s"] / row["ours_s"], 1)
+        rows.append(row)
+    memory_shape = SHAPES["quick" if args.quick else "msrvtt-1k"]
+    small, large = (list(memory_shape), list(memory_shape))
+    small[0] = small[1] = memory_shape[0] // 2
+    memory = {"budget_mb": BUDGET_MB,
+              f"N={small[0]}": round(peak_working_memory_mb(small), 1),
+              f"N={large[0]}": round(peak_working_memory_mb(large), 1)}
+    print(table(rows, ["shape", "N x M", "blocks", "ours_s", "matmul_floor_s", "vs_floor", "per_pair_loop_s",
+                       "loop_speedup"]))
+    print(f"\npeak working memory beyond inputs/outputs (MB), block budget {BUDGET_MB:.0f} MB: "
+          + ", ".join(f"{k}: {v}" for k, v in memory.items() if k != "budget_mb"))
+    path = save("eval_similarity", {"rows": rows, "memory": memory})
+    print(f"written: {path}")
+    print(json.dumps({"vs_floor": [r["vs_floor"] for r in rows], "loop_speedup": [r["loop_speedup"] for r in rows]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

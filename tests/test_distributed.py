@@ -1,0 +1,85 @@
+"""Multi-process training (DDP over gloo on the CPU) must match one process with the same global batch."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_params_dict
+
+
+def run_root(tmp_path, name, layout):
+    root = tmp_path / name
+    root.mkdir()
+    for sub in ("raw", "frames"):
+        (root / sub).symlink_to(layout.root / sub)
+    return root
+
+
+def train_command(params_file, root):
+    return ["-m", "hcmi.cli", "--params", str(params_file), "--data-root", str(root), "train", "--dataset",
+            "synthetic", "--model", "hcmi", "--seed", "0"]
+
+
+def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
+    _, layout = tiny_data
+    raw = tiny_params_dict()
+    raw["train"].update(epochs=2, batch_size=16, log_every=1)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    single, ddp = run_root(tmp_path, "single", layout), run_root(tmp_path, "ddp", layout)
+
+    one = subprocess.run([sys.executable, *train_command(params_file, single)], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *train_command(params_file, ddp)], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-5000:]
+    assert "2 process(es)" in two.stderr
+
+    run_dir = "checkpoints/synthetic/hcmi/seeds/0"
+    a = torch.load(single / run_dir / "model.pt", weights_only=False)
+    b = torch.load(ddp / run_dir / "model.pt", weights_only=False)
+    assert a["step"] == b["step"] and a["selected"] == b["selected"]
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-3, atol=2e-4, msg=key)
+    log_a, log_b = pd.read_csv(single / run_dir / "train_log.csv"), pd.read_csv(ddp / run_dir / "train_log.csv")
+    assert len(log_a) == len(log_b) == 12
+    pd.testing.assert_series_equal(log_a["loss"], log_b["loss"], rtol=1e-4)
+
+
+def test_more_gpus_than_present_is_a_clear_error(tiny_data, tmp_path):
+    from hcmi.config import from_dict
+    from hcmi.train import TrainingError, train_run
+
+    raw = tiny_params_dict()
+    raw["compute"]["train_gpus"] = 4
+    params, layout = from_dict(raw), tiny_data[1]
+    with pytest.raises(TrainingError, match="compute.train_gpus=4"):
+        train_run(params, "synthetic", "hcmi", 0, layout)
+
+
+def test_several_gpus_relaunch_the_same_command_under_torchrun(monkeypatch, tiny_data):
+    from hcmi import train as train_module
+    from hcmi.config import from_dict
+
+    raw = tiny_params_dict()
+    raw["compute"]["train_gpus"] = 2
+    params, layout = from_dict(raw), tiny_data[1]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["hcmi", "train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"])
+    executed = {}
+
+    def fake_execv(path, argv):
+        executed["argv"] = argv
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_module.os, "execv", fake_execv)
+    with pytest.raises(SystemExit):
+        train_module.train_run(params, "synthetic", "hcmi", 0, layout)
+    assert executed["argv"][1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert executed["argv"][6:] == ["hcmi.cli", "train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"]
