@@ -225,8 +225,8 @@ def render(spec: VideoSpec, fps: int, event_seconds: float, size: int) -> np.nda
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode frames as H.264 (yuv420p) MP4, atomically."""
+def write_mp4(path: Path, frames: np.ndarray, fps: int, keyframe_interval: int | None = None) -> None:
+    """Encode frames as H.264 (yuv420p) MP4, atomically; keyframe_interval None keeps libx264's default (250)."""
     import av
 
     with atomic_path(path) as tmp:
@@ -236,6 +236,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "17", "preset": "veryfast"}
             stream.codec_context.thread_count = 1
+            if keyframe_interval:
+                stream.codec_context.gop_size = keyframe_interval
             for image in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     container.mux(packet)

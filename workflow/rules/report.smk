@@ -28,3 +28,15 @@ rule index_report:
         "logs/report/index.log",
     shell:
         "hcmi report --index > {log} 2>&1"
+
+
+# Performance measurements (not part of `all`): the scripts in bench/ print ratios measured side by side and write
+# data/bench/*.json; this rule runs them all and writes data/bench/summary.md.
+rule bench:
+    output:
+        "data/bench/summary.md",
+    log:
+        "logs/bench.log",
+    threads: workflow.cores
+    shell:
+        "python bench/run.py > {log} 2>&1"

@@ -1,0 +1,75 @@
+"""Run every benchmark script and summarise their JSON results in data/bench/summary.md (the `bench` rule).
+
+    python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT_DIR  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+QUICK_ARGS = {"eval_similarity": ["--quick"], "frame_sampling": ["--videos", "1", "--seconds", "3"],
+              "loader": ["--videos", "4", "--seconds", "2"],
+              "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"]}
+
+
+def summary_lines(results: dict) -> list[str]:
+    lines = ["# hcmi performance", ""]
+    machine = next(iter(results.values()))["machine"] if results else {}
+    lines += [f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+              + (f", GPU {machine['gpu']}" if "gpu" in machine else "") + f"; torch {machine.get('torch', '?')}", ""]
+    if "eval_similarity" in results:
+        r = results["eval_similarity"]
+        lines += ["## Evaluation (multi-level N x M similarity)", "",
+                  "| shape | N x M | hcmi (s) | matmul floor (s) | hcmi / floor | per-pair loop (s) | speed-up |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {x['shape']} | {x['N x M']} | {x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | "
+                  f"{x['per_pair_loop_s']} | {x['loop_speedup']}x |" for x in r["rows"]]
+        memory = {k: v for k, v in r["memory"].items() if k != "budget_mb"}
+        lines += ["", f"Peak working memory (block budget {r['memory']['budget_mb']:.0f} MB): "
+                  + ", ".join(f"{k}: {v} MB" for k, v in memory.items()), ""]
+    if "frame_sampling" in results:
+        rows = results["frame_sampling"]["rows"]
+        lines += ["## Frame sampling (12 frames of a 30 s, 30 fps video; videos/s per core)", "",
+                  "| keyframe interval | seek + get_batch | decode all, pick 12 | speed-up |", "|---|---|---|---|"]
+        lines += [f"| {x['keyframe interval']} | {x['seek (videos/s/core)']} | {x['decode all (videos/s/core)']} | "
+                  f"{x['speed-up']}x |" for x in rows] + [""]
+    if "loader" in results:
+        r = results["loader"]
+        lines += ["## Training loader (videos/s per core)", ""] + [
+            f"- {row['loader']}: {row['videos_per_s_per_core']}" for row in r["rows"]] + [
+            f"- speed-up: {r['speedup']}x", ""]
+    for name in sorted(n for n in results if n.startswith("train_step")):
+        r = results[name]
+        lines += [f"## Training step ({r['backbone']}, batch {r['batch']} x {r['frames']} frames, "
+                  f"{name.split('_')[-1]})", ""]
+        lines += [f"- {row['head']}: {row['s_per_step']} s/step" + (f", peak {row['peak_gpu_mem_gb']} GB"
+                                                                    if "peak_gpu_mem_gb" in row else "")
+                  for row in r["rows"]] + [f"- HCMI heads overhead: {r['overhead_percent']}%", ""]
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not a measurement)")
+    args = parser.parse_args(argv)
+    for name in ("eval_similarity", "frame_sampling", "loader", "train_step"):
+        print(f"== {name}", flush=True)
+        extra = QUICK_ARGS[name] if args.quick else []
+        subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True)
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(OUT_DIR.glob("*.json"))}
+    path = OUT_DIR / "summary.md"
+    path.write_text("\n".join(summary_lines(results)) + "\n")
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
