@@ -16,6 +16,12 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `--config train='{"epochs": 6}'` reaches Snakemake with "6" as a string: parse such values as the schema wants
+from hcmi.config import coerce_strings
+
+config.update(coerce_strings(config))
+
+
 validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/common.smk"

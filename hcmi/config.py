@@ -274,6 +274,52 @@ def _resolve_ref(node: Mapping) -> Mapping:
     return target
 
 
+def _subschemas(node: Mapping) -> list[Mapping]:
+    node = _resolve_ref(node)
+    return [node] + [s for sub in node.get("allOf", []) for s in _subschemas(sub)]
+
+
+def _child_schema(node: Mapping, key) -> list[Mapping]:
+    children = []
+    for sub in _subschemas(node):
+        if key in sub.get("properties", {}):
+            children.append(sub["properties"][key])
+        elif isinstance(sub.get("additionalProperties"), Mapping):
+            children.append(sub["additionalProperties"])
+        elif isinstance(key, int) and isinstance(sub.get("items"), Mapping):
+            children.append(sub["items"])
+    return children
+
+
+def _schema_types(nodes: list[Mapping]) -> set:
+    types = set()
+    for node in nodes:
+        for sub in _subschemas(node):
+            kind = sub.get("type")
+            types.update(kind if isinstance(kind, list) else [kind] if kind else [])
+    return types
+
+
+def coerce_strings(value: Any, nodes: list[Mapping] | None = None) -> Any:
+    """Scalars given as strings where the schema wants numbers, booleans or null are parsed as YAML: Snakemake's
+    `--config key='{"a": 6}'` hands nested values over as strings."""
+    nodes = [schema()] if nodes is None else nodes
+    if isinstance(value, Mapping):
+        return {k: coerce_strings(v, [c for n in nodes for c in _child_schema(n, k)]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, [c for n in nodes for c in _child_schema(n, i)]) for i, v in enumerate(value)]
+    types = _schema_types(nodes) if isinstance(value, str) else set()
+    if "null" in types and value in ("null", "~", "None"):
+        return None
+    if types and "string" not in types:
+        try:
+            parsed = load_yaml(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if not isinstance(parsed, (str, Mapping, list)) else value
+    return value
+
+
 def _describe(error, source: str) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":

@@ -89,3 +89,19 @@ def test_cli_rejects_a_bad_params_file_before_any_work(tmp_path):
 def test_fingerprint_is_stable_and_sensitive():
     assert config.fingerprint({"a": 1, "b": 2}) == config.fingerprint({"b": 2, "a": 1})
     assert config.fingerprint({"a": 1}) != config.fingerprint({"a": 2})
+
+
+def test_strings_from_the_snakemake_command_line_become_what_the_schema_wants():
+    from hcmi.config import coerce_strings
+
+    raw = tiny_params_dict()
+    raw["train"]["epochs"] = "6"
+    raw["seeds"] = ["0", "1"]
+    raw["eval"]["dsl"] = "false"
+    raw["backbone"]["pretrained"] = "null"
+    raw["data"]["synthetic"]["source"]["event_seconds"] = "0.5"
+    fixed = coerce_strings(raw)
+    assert fixed["train"]["epochs"] == 6 and fixed["seeds"] == [0, 1] and fixed["eval"]["dsl"] is False
+    assert fixed["backbone"]["pretrained"] is None and fixed["data"]["synthetic"]["source"]["event_seconds"] == 0.5
+    assert fixed["backbone"]["name"] == raw["backbone"]["name"] and fixed["datasets"] == raw["datasets"]
+    from_dict(fixed)
