@@ -183,3 +183,16 @@ def test_marginal_negatives_get_extra_weight():
     scale = torch.tensor(10.0)
     loss, _ = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=plain)
     torch.testing.assert_close(loss, symmetric_info_nce(sim, scale))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model, tok = make("hcmi", seed=3)
+        model.backbone.set_grad_checkpointing(checkpointing)
+        frames, mask = batch()
+        video, text = model(frames, mask, tok(TEXTS))
+        loss = model.similarity(text, video).diagonal().sum()
+        loss.backward()
+        grads.append(model.backbone.clip.visual.conv1.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -136,3 +136,18 @@ def test_switching_branches_with_dvc_checkout_runs_nothing_on_either(dvc_origin,
     write_params(clone, params)
     hcmi(clone, "sync")
     assert set(planned_rules(clone, "all")) == EVALUATION_AND_REPORTS
+
+
+def test_dvc_metrics_plots_and_an_experiment_work_out_of_the_box(dvc_origin):
+    origin, _ = dvc_origin
+    run(["git", "checkout", "-q", "main"], origin)
+    dvc(origin, "checkout")
+    shown = dvc(origin, "metrics", "show").stdout
+    assert "t2v.R1" in shown and "data/results/synthetic/baseline/metrics.json" in shown
+    dvc(origin, "plots", "show", "-o", "plots")
+    assert (origin / "plots/index.html").stat().st_size > 0
+    dvc(origin, "exp", "run", "-S", "eval.top_k=5")
+    table = json.loads(dvc(origin, "exp", "show", "--json").stdout)
+    experiments = [exp for commit in table for exp in (commit.get("experiments") or [])]
+    values = [exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["eval"]["top_k"] for exp in experiments]
+    assert 5 in values, table

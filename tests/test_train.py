@@ -130,3 +130,25 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data,
     assert state["step"] == 4 and not state["finished"]
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not run_layout.model_file("synthetic", "hcmi", 0).exists()
+
+
+def test_accumulation_and_separate_learning_rates(tiny_data, tmp_path):
+    from hcmi.config import from_dict
+    from hcmi.paths import Layout
+    from hcmi.train import Trainer
+
+    _, layout = tiny_data
+    root = tmp_path / "data"
+    root.mkdir()
+    for sub in ("raw", "frames"):
+        (root / sub).symlink_to(layout.root / sub)
+    raw = tiny_params_dict()
+    raw["train"].update(batch_size=8, accumulation_steps=2, backbone_lr_scale=0.1, epochs=1)
+    trainer = Trainer(from_dict(raw), "synthetic", "hcmi", 0, Layout(root))
+    assert trainer.steps_per_epoch == (96 // 8) // 2  # 96 training pairs, two contrastive batches per step
+    lrs = {group["name"]: group["lr"] for group in trainer.optimizer.param_groups}
+    assert lrs["heads"] == pytest.approx(raw["train"]["lr"] * trainer.lr_factor(0))
+    assert lrs["backbone"] == pytest.approx(0.1 * lrs["heads"])
+    trainer.run()
+    log = pd.read_csv(Layout(root).train_log("synthetic", "hcmi", 0))
+    assert log["step"].max() == trainer.total_steps == 6
