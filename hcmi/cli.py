@@ -36,10 +36,12 @@ def cmd_weights(params, layout, args) -> None:
     from hcmi.files import write_json
     from hcmi.model.backbone import describe_weights
 
-    record = describe_weights(params.backbone.name, params.backbone.pretrained, layout.weights())
+    records = [describe_weights(b.name, b.pretrained, layout.weights()) for b in params.backbones_in_use()]
     (layout.weights() / "files").mkdir(parents=True, exist_ok=True)  # the (possibly empty) store of fetched weights
-    write_json(layout.weights_manifest(), record)
-    log.info("backbone %s: %s%s", record["backbone"], record["kind"], f" ({record['file']})" if record["file"] else "")
+    write_json(layout.weights_manifest(), {"backbones": records})
+    for record in records:
+        log.info("backbone %s: %s%s", record["backbone"], record["kind"],
+                 f" ({record['file']})" if record["file"] else "")
 
 
 def cmd_synth(params, layout, args) -> None:
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "validate the params and exit")
     add("synth", cmd_synth, "generate the embedded synthetic benchmark (same as download --dataset synthetic)")
     add("download", cmd_download, "fetch (or generate) a dataset's raw files into data/raw/<dataset>/", dataset)
-    add("weights", cmd_weights, "make backbone.pretrained local: an open_clip tag's weights are fetched once into "
+    add("weights", cmd_weights, "make the configured backbones' weights local: open_clip tags are fetched once into "
         "data/weights/files/ (network needed once); writes data/weights/backbone.json, which training depends on")
     add("parse", cmd_parse, "parse a dataset's annotation files into data/raw/<dataset>/annotations.parquet", dataset)
     add("sample", cmd_sample, "sample frames of one split into the frame cache", dataset, split)

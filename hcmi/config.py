@@ -176,12 +176,33 @@ class Params:
     def synthetic(self) -> SyntheticSource:
         return _build(SyntheticSource, self.dataset("synthetic").source)
 
-    def variant_dict(self, name: str) -> dict:
-        """The merged model section of a variant, as a plain dict (stored in checkpoints)."""
+    def _variant(self, name: str) -> dict:
         if name not in self.raw["variants"]:
             known = ", ".join(sorted(self.raw["variants"]))
             raise ConfigError(f"params: unknown model variant '{name}' (variants: {known})")
-        return deep_merge(self.raw["model"], self.raw["variants"][name])
+        return self.raw["variants"][name]
+
+    def variant_dict(self, name: str) -> dict:
+        """The merged model section of a variant, as a plain dict (stored in checkpoints); its backbone apart."""
+        merged = deep_merge(self.raw["model"], self._variant(name))
+        merged.pop("backbone", None)
+        return merged
+
+    def backbone_dict(self, variant: str) -> dict:
+        """params `backbone`, with the variant's own `backbone` merged over it."""
+        return deep_merge(self.raw["backbone"], self._variant(variant).get("backbone", {}))
+
+    def backbone_for(self, variant: str) -> BackboneParams:
+        return _build(BackboneParams, self.backbone_dict(variant))
+
+    def backbones_in_use(self) -> list[BackboneParams]:
+        """Every distinct backbone that the configured models and ablations train on, in order."""
+        found: list[BackboneParams] = []
+        for variant in self.all_models:
+            backbone = self.backbone_for(variant)
+            if backbone not in found:
+                found.append(backbone)
+        return found
 
     def variant(self, name: str) -> ModelParams:
         return model_params(self.variant_dict(name))

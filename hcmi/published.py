@@ -22,18 +22,19 @@ class Figure:
     source: str
 
 
-# dataset -> model -> backbone key -> figure; "reported" holds a figure whose backbone the source does not state
+# dataset -> method (the model's head: hcmi, meanp) -> backbone key -> figure; "reported" holds a figure whose
+# backbone the source does not state
 T2V_R1: dict[str, dict[str, dict[str, Figure]]] = {
     "msrvtt": {"hcmi": {"reported": Figure(55.0, UNSTATED_BACKBONE, HCMI_PAPER)},
-               "baseline": {"ViT-B-32": Figure(43.1, "ViT-B/32", CLIP4CLIP_PAPER)}},
+               "meanp": {"ViT-B-32": Figure(43.1, "ViT-B/32", CLIP4CLIP_PAPER)}},
     "msvd": {"hcmi": {"reported": Figure(58.2, UNSTATED_BACKBONE, HCMI_PAPER)},
-             "baseline": {"ViT-B-32": Figure(46.2, "ViT-B/32", CLIP4CLIP_PAPER)}},
+             "meanp": {"ViT-B-32": Figure(46.2, "ViT-B/32", CLIP4CLIP_PAPER)}},
     "lsmdc": {"hcmi": {"reported": Figure(29.7, UNSTATED_BACKBONE, HCMI_PAPER)},
-              "baseline": {"ViT-B-32": Figure(20.7, "ViT-B/32", CLIP4CLIP_PAPER)}},
+              "meanp": {"ViT-B-32": Figure(20.7, "ViT-B/32", CLIP4CLIP_PAPER)}},
     "didemo": {"hcmi": {"reported": Figure(52.1, UNSTATED_BACKBONE, HCMI_PAPER)},
-               "baseline": {"ViT-B-32": Figure(43.4, "ViT-B/32", CLIP4CLIP_PAPER)}},
+               "meanp": {"ViT-B-32": Figure(43.4, "ViT-B/32", CLIP4CLIP_PAPER)}},
     "activitynet": {"hcmi": {"reported": Figure(57.3, UNSTATED_BACKBONE, HCMI_PAPER)},
-                    "baseline": {"ViT-B-32": Figure(40.5, "ViT-B/32", CLIP4CLIP_PAPER)}},
+                    "meanp": {"ViT-B-32": Figure(40.5, "ViT-B/32", CLIP4CLIP_PAPER)}},
 }
 
 # open_clip configs that are the same network as a published backbone (OpenAI's weights need QuickGELU)
@@ -44,8 +45,8 @@ def backbone_key(name: str | None) -> str | None:
     return name.removesuffix(ACTIVATION_VARIANT) if name else name
 
 
-def published(dataset: str, model: str, backbone: str | None = None) -> tuple[float, str, str] | None:
-    """(R@1, backbone it was measured with, source) of the published figure for this model family, or None."""
-    entries = T2V_R1.get(dataset, {}).get(model, {})
+def published(dataset: str, head: str, backbone: str | None = None) -> tuple[float, str, str] | None:
+    """(R@1, backbone it was measured with, source) of the published figure for this method, or None."""
+    entries = T2V_R1.get(dataset, {}).get(head, {})
     figure = entries.get(backbone_key(backbone)) or entries.get("reported")
     return (figure.r1, figure.backbone, figure.source) if figure else None

@@ -98,6 +98,32 @@ class DatasetResults:
             rows.append(row)
         return pd.DataFrame(rows).set_index("model").fillna("—")
 
+    def backbones(self) -> str:
+        """The backbone(s) of the compared models, for the report's header."""
+        names = {model: self.params.backbone_for(model) for model in self.models}
+        described = {f"`{b.name}` ({b.pretrained or 'trained from scratch'})" for b in names.values()}
+        if len(described) == 1:
+            return described.pop()
+        return ", ".join(f"{model}: `{b.name}` ({b.pretrained or 'from scratch'})" for model, b in names.items())
+
+    def published_table(self) -> pd.DataFrame:
+        """Our t2v R@1 beside the published figure for the same method (and backbone, where the source says)."""
+        rows = []
+        for model in self.models:
+            summary = self.summaries.get(model)
+            backbone = self.params.backbone_for(model).name
+            pub = published(self.dataset, self.params.variant(model).head, backbone)
+            rows.append({
+                "model": model,
+                "backbone": backbone,
+                "t2v R@1 (ours)": (_fmt(summary["mean"]["t2v"]["R1"], summary["std"]["t2v"]["R1"],
+                                        len(summary["seeds"])) if summary else "missing"),
+                "t2v R@1 (published)": f"{pub[0]:.1f}" if pub else "missing",
+                "published backbone": pub[1] if pub else "",
+                "source": pub[2] if pub else "",
+            })
+        return pd.DataFrame(rows).set_index("model")
+
     def counts(self) -> dict:
         for summary in self.summaries.values():
             first = next(iter(summary["per_seed"].values()))
@@ -233,11 +259,12 @@ def index_table(data_root: str | Path = "data", params_files=None) -> pd.DataFra
                 ours = _fmt(summary["mean"]["t2v"]["R1"], summary["std"]["t2v"]["R1"], n)
                 if "t2v_dsl" in summary["mean"]:
                     ours_dsl = _fmt(summary["mean"]["t2v_dsl"]["R1"], summary["std"]["t2v_dsl"]["R1"], n)
-            pub = published(dataset, model, params.backbone.name)
+            backbone = params.backbone_for(model).name
+            pub = published(dataset, params.variant(model).head, backbone)
             rows.append({
                 "dataset": dataset,
                 "model": model,
-                "backbone": params.backbone.name,
+                "backbone": backbone,
                 "t2v R@1 (ours)": ours,
                 "with DSL (ours)": ours_dsl,
                 "t2v R@1 (published)": f"{pub[0]:.1f}" if pub else "missing",

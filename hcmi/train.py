@@ -128,19 +128,21 @@ class Trainer:
         train_cache = FrameCache(layout.frames(dataset, "train"))
         # the world size is not part of the fingerprint: a run may resume on another number of GPUs
         self.fingerprint = fingerprint(
-            params.raw["train"], params.raw["backbone"], self.variant_cfg, params.raw["data"][dataset], seed,
+            params.raw["train"], params.backbone_dict(variant), self.variant_cfg, params.raw["data"][dataset], seed,
             _file_digest(layout.annotations(dataset)), _file_digest(layout.frame_index(dataset, "train")),
         )
 
         seed_everything(seed)
-        backbone = create_backbone(params.backbone.name, params.backbone.pretrained)
+        self.backbone_cfg = params.backbone_for(variant)
+        backbone = create_backbone(self.backbone_cfg.name, self.backbone_cfg.pretrained)
         if train_cache.frame_shape and train_cache.frame_shape[1] != backbone.image_size:
             raise TrainingError(
                 f"{layout.frames(dataset, 'train')}: cached frames are {train_cache.frame_shape[1]} px but backbone "
-                f"{params.backbone.name} takes {backbone.image_size} px; set frames.image_size: {backbone.image_size}")
+                f"{self.backbone_cfg.name} takes {backbone.image_size} px; set frames.image_size: "
+                f"{backbone.image_size}")
         if self.data_params.max_words > backbone.context_length:
             raise TrainingError(f"data.{dataset}.max_words={self.data_params.max_words} exceeds the context length "
-                                f"{backbone.context_length} of {params.backbone.name}")
+                                f"{backbone.context_length} of {self.backbone_cfg.name}")
         if self.cfg.grad_checkpointing:
             backbone.set_grad_checkpointing(True)
         self.objective = params.variant(variant)
@@ -151,7 +153,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
-        self.tokenize = tokenizer(params.backbone.name, self.data_params.max_words)
+        self.tokenize = tokenizer(self.backbone_cfg.name, self.data_params.max_words)
 
         train_rows = split_table(annotations, "train")
         self.train_set = CaptionVideoPairs(train_cache, list(train_rows["video_id"]), list(train_rows["text"]),
@@ -366,7 +368,7 @@ class Trainer:
             weights, selected, step = best["state_dict"], "best", best["step"]
         checkpoint = {
             "format": STATE_FORMAT,
-            "backbone": {"name": self.params.backbone.name, "pretrained": self.params.backbone.pretrained},
+            "backbone": {"name": self.backbone_cfg.name, "pretrained": self.backbone_cfg.pretrained},
             "variant": self.variant,
             "model": self.variant_cfg,
             "max_words": self.data_params.max_words,

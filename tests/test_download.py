@@ -291,7 +291,7 @@ def test_weights_are_saved_once_and_then_loaded_without_the_hub(tmp_path, fake_h
     assert weights_command(tmp_path, "fixture") == 0
     saved = weights_file("hcmi-tiny", "fixture", tmp_path / "weights")
     assert saved == tmp_path / "weights/files/hcmi-tiny__fixture.pt" and saved.exists()
-    record = json.loads((tmp_path / "weights/backbone.json").read_text())
+    [record] = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
     assert record["kind"] == "open_clip pretrained tag" and record["file"] == str(saved) and len(record["sha256"]) == 64
     fake_hub.clear()
     assert weights_command(tmp_path, "fixture") == 0 and fake_hub == [], "a second run fetches nothing"
@@ -321,10 +321,22 @@ def test_random_initialisation_and_local_files_are_recorded_without_fetching(tmp
     from hcmi.cli import main
 
     assert main(["--params", str(REPO / "params.yaml"), "--data-root", str(tmp_path), "weights"]) == 0
-    record = json.loads((tmp_path / "weights/backbone.json").read_text())
+    [record] = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
     assert record["kind"] == "random initialisation" and record["file"] is None and fake_hub == []
     local = tmp_path / "mine.pt"
     local.write_bytes(b"weights")
     assert weights_command(tmp_path, str(local)) == 0
-    record = json.loads((tmp_path / "weights/backbone.json").read_text())
+    [record] = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
     assert record["kind"] == "local weights file" and record["file"] == str(local) and fake_hub == []
+
+
+def test_a_variant_on_its_own_backbone_gets_its_weights_too(tmp_path, fake_hub):
+    import json
+
+    from hcmi.cli import main
+
+    assert main(["--params", str(REPO / "params.yaml"), "--set", "variants.hcmi.backbone={pretrained: fixture}",
+                 "--data-root", str(tmp_path), "weights"]) == 0
+    records = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
+    assert [r["kind"] for r in records] == ["random initialisation", "open_clip pretrained tag"]
+    assert fake_hub == ["fixture"]

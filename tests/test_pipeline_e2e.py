@@ -4,10 +4,12 @@ branch switches) without spurious Snakemake re-runs."""
 
 import json
 import re
+import shutil
 
 import pytest
+import yaml
 
-from conftest import tiny_params_dict
+from conftest import REPO, tiny_params_dict
 from workflow_helpers import copy_workflow, dvc, planned_rules, run, snakemake, write_params
 
 pytestmark = pytest.mark.slow
@@ -23,15 +25,20 @@ def hcmi(workdir, *args):
     return run(["hcmi", *args], workdir)
 
 
-def nothing_to_do(workdir) -> bool:
-    result = snakemake(workdir, "-n", "--cores", "1", "all")
+def nothing_to_do(workdir, *args) -> bool:
+    result = snakemake(workdir, "-n", "--cores", "1", "all", *args)
     return "Nothing to be done" in result.stdout + result.stderr
+
+
+# the Snakemake run keeps the shipped params.yaml and shrinks it with Snakemake's own override mechanism
+TINY = ("--configfile", "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def snakemake_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("smk") / "repo", tiny_params_dict())
-    snakemake(workdir, "--cores", "2", "all")
+    workdir = copy_workflow(tmp_path_factory.mktemp("smk") / "repo", yaml.safe_load((REPO / "params.yaml").read_text()))
+    shutil.copy2(REPO / "tests/fixtures/tiny.yaml", workdir / "tiny.yaml")
+    snakemake(workdir, "--cores", "2", "all", *TINY)
     return workdir
 
 
@@ -74,15 +81,13 @@ def test_snakemake_all_writes_reports_and_metrics(snakemake_run):
 
 
 def test_second_snakemake_run_does_nothing(snakemake_run):
-    assert nothing_to_do(snakemake_run)
+    assert nothing_to_do(snakemake_run, *TINY)
 
 
 def test_changing_an_evaluation_parameter_reruns_only_evaluation_and_reports(snakemake_run):
-    params = tiny_params_dict()
-    params["eval"]["top_k"] = 7
     workdir = snakemake_run
-    write_params(workdir, params)
-    rules = planned_rules(workdir, "all")
+    (workdir / "top7.yaml").write_text("eval: {top_k: 7}\n")
+    rules = planned_rules(workdir, "all", *TINY, "top7.yaml")
     assert set(rules) == EVALUATION_AND_REPORTS, rules
     assert rules.count("evaluate") == 3  # every trained run is re-evaluated, none is re-trained
 

@@ -36,7 +36,9 @@ def test_paper_config_plans_every_step_for_the_five_datasets_without_data(tmp_pa
                    for job in jobs if job["rule"] == rule for out in job["outputs"]}
         assert planned == set(DATASETS), (rule, planned)
     assert sum(job["rule"] == "sample" for job in jobs) == 3 * len(DATASETS)
-    assert sum(job["rule"] == "train" for job in jobs) == 2 * len(DATASETS)  # baseline and hcmi, one seed
+    assert sum(job["rule"] == "train" for job in jobs) == 4 * len(DATASETS)  # baseline and hcmi x ViT-B/32 and B/16
+    trained = {job["outputs"][0].split("/")[3] for job in jobs if job["rule"] == "train"}
+    assert trained == {"baseline", "hcmi", "baseline-b16", "hcmi-b16"}
     assert [job["rule"] for job in jobs].count("index_report") == 1
     # the pretrained weights are made local once, by the weights step, before any training
     weights = [job for job in jobs if job["rule"] == "weights"]
@@ -50,12 +52,12 @@ def test_published_figures_name_their_source_and_backbone():
     from hcmi.published import T2V_R1, published
 
     for dataset in DATASETS:
-        for model in ("baseline", "hcmi"):
-            r1, backbone, source = published(dataset, model, "ViT-B-32-quickgelu")
+        for head in ("meanp", "hcmi"):
+            r1, backbone, source = published(dataset, head, "ViT-B-32-quickgelu")
             assert 0 < r1 < 100 and backbone and "arXiv" in source
     clip4clip_meanp_vit_b32 = {"msrvtt": 43.1, "msvd": 46.2, "lsmdc": 20.7, "didemo": 43.4, "activitynet": 40.5}
-    assert {d: published(d, "baseline", "ViT-B-32")[0] for d in DATASETS} == clip4clip_meanp_vit_b32
-    assert published("msrvtt", "baseline", "ViT-B-16") is None, "no ViT-B/16 meanP figure is recorded: missing"
+    assert {d: published(d, "meanp", "ViT-B-32")[0] for d in DATASETS} == clip4clip_meanp_vit_b32
+    assert published("msrvtt", "meanp", "ViT-B-16") is None, "no ViT-B/16 meanP figure is recorded: missing"
     assert published("synthetic", "hcmi", "hcmi-tiny") is None
     assert set(T2V_R1) == set(DATASETS)
 

@@ -48,3 +48,8 @@ ALL_MODELS = config["models"] + config["ablations"]
 
 def seeds_for(model):
     return config["seeds"] if model in config["models"] else config["ablation_seeds"]
+
+
+def backbone_for(model):
+    """params `backbone` with the variant's own `backbone` (if any) merged over it."""
+    return {**config["backbone"], **config["variants"][model].get("backbone", {})}

@@ -23,7 +23,7 @@ rule weights:
     output:
         "data/weights/backbone.json",
     params:
-        backbone=config["backbone"],
+        backbones=[backbone_for(model) for model in ALL_MODELS],
     log:
         "logs/weights.log",
     localrule: True

@@ -14,7 +14,7 @@ rule train:
         val_log="data/checkpoints/{dataset}/{model}/seeds/{seed}/val_log.csv",
     params:
         train=config["train"],
-        backbone=config["backbone"],
+        backbone=lambda wc: backbone_for(wc.model),
         model=lambda wc: {**config["model"], **config["variants"][wc.model]},
         data=lambda wc: config["data"][wc.dataset]["max_words"],
     log:
