@@ -23,6 +23,25 @@ def best_time(fn, repeat: int = 3, warmup: int = 1) -> float:
     return min(times)
 
 
+def sync(device) -> None:
+    """Wait for queued GPU work, so that a timer read afterwards covers it (no-op on CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def pick_device(name: str):
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent CPU run."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
 def machine() -> dict:
     import torch
 

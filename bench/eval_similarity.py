@@ -3,8 +3,11 @@
 (b) the obvious implementation: a Python loop over (text, video) pairs (timed on a sample of pairs, scaled to N x M).
 Peak working memory (beyond inputs and outputs) is measured at two test-set sizes in fresh processes.
 
-    python bench/eval_similarity.py            # MSR-VTT-1k shapes and ActivityNet shapes scaled to this machine
-    python bench/eval_similarity.py --quick    # small shapes, for a smoke test
+    python bench/eval_similarity.py                 # MSR-VTT-1k shapes and ActivityNet shapes (scaled on CPU)
+    python bench/eval_similarity.py --device cuda   # on the GPU; ActivityNet at its real 4,917 x 4,917
+    python bench/eval_similarity.py --quick         # small shapes, for a smoke test
+
+On a GPU every timing waits for the device (synchronize) and peak memory is the CUDA allocator's peak.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_time, save, table  # noqa: E402
+from common import best_time, pick_device, save, sync, table  # noqa: E402
 
 from hcmi.evaluate import block_sizes, level_similarity_matrices  # noqa: E402
 from hcmi.model.hcmi import HCMI  # noqa: E402
@@ -28,6 +31,7 @@ SHAPES = {
     # name: (texts, videos, words, frames, phrases, clips, dim)
     "msrvtt-1k": (1000, 1000, 32, 12, 4, 4, 512),
     "activitynet-scaled": (400, 400, 64, 64, 4, 4, 512),
+    "activitynet": (4917, 4917, 64, 64, 4, 4, 512),
     "quick": (120, 120, 16, 8, 4, 4, 64),
 }
 BUDGET_MB = 256.0
@@ -49,7 +53,7 @@ def tokens(n, length, dim, gen, min_valid):
     return x, torch.arange(length)[None] < valid[:, None]
 
 
-def representations(shape, seed=0):
+def representations(shape, seed=0, device="cpu"):
     nt, nv, lw, lf, lp, lc, d = shape
     gen = torch.Generator().manual_seed(seed)
     words, word_mask = tokens(nt, lw, d, gen, lw // 3)
@@ -60,7 +64,8 @@ def representations(shape, seed=0):
             "phrase": phrases, "phrase_mask": phrase_mask, "word": words, "word_mask": word_mask}
     video = {"video": torch.nn.functional.normalize(torch.randn(nv, d, generator=gen), dim=-1),
              "clip": clips, "clip_mask": clip_mask, "frame": frames, "frame_mask": frame_mask}
-    return text, video
+    move = lambda rep: {k: v.to(device) for k, v in rep.items()}  # noqa: E731
+    return move(text), move(video)
 
 
 def floor(text, video) -> float:
@@ -71,6 +76,7 @@ def floor(text, video) -> float:
         text["sentence"] @ video["video"].T
         for a, b in (("phrase", "clip"), ("word", "frame")):
             (text[a].reshape(nt * text[a].shape[1], -1) @ video[b].reshape(nv * video[b].shape[1], -1).T)
+        sync(video["video"].device)
 
     with torch.no_grad():
         return best_time(run, repeat=2)
@@ -96,10 +102,11 @@ def per_pair_loop(text, video, sample: int, seed=0) -> float:
     return seconds * nt * nv / sample
 
 
-def peak_working_memory_mb(shape) -> float:
-    """Run the engine in a fresh process; its peak RSS growth minus the output matrices (MB)."""
+def peak_working_memory_mb(shape, device) -> float:
+    """Run the engine in a fresh process; its peak memory growth minus the output matrices (MB): resident memory on
+    CPU, the CUDA allocator's peak on a GPU."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-            f"import eval_similarity as b; print(b._measure_memory({tuple(shape)!r}))")
+            f"import eval_similarity as b; print(b._measure_memory({tuple(shape)!r}, {str(device)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -113,11 +120,18 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
 
 
-def _measure_memory(shape) -> float:
-    text, video = representations(shape)
+def _measure_memory(shape, device="cpu") -> float:
+    device = torch.device(device)
+    text, video = representations(shape, device=device)
     engine = Engine()
     with torch.no_grad():  # warm the allocator and libraries on a tiny problem first
-        level_similarity_matrices(engine, *representations((4, 4, *shape[2:])), BUDGET_MB)
+        level_similarity_matrices(engine, *representations((4, 4, *shape[2:]), device=device), BUDGET_MB, device)
+    if device.type == "cuda":  # outputs land in host memory, so the device peak is working memory only
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        level_similarity_matrices(engine, text, video, BUDGET_MB, device)
+        return max(0.0, (torch.cuda.max_memory_allocated() - before) / 2**20)
     try:  # reset the peak to the current size (Linux >= 4.0), so only the computation below counts
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -129,10 +143,10 @@ def _measure_memory(shape) -> float:
     return max(0.0, peak - before - outputs)
 
 
-def bench_shape(name, shape) -> dict:
-    text, video = representations(shape)
+def bench_shape(name, shape, device) -> dict:
+    text, video = representations(shape, device=device)
     engine = Engine()
-    ours = best_time(lambda: level_similarity_matrices(engine, text, video, BUDGET_MB), repeat=2)
+    ours = best_time(lambda: level_similarity_matrices(engine, text, video, BUDGET_MB, device), repeat=2)
     bt, bv = block_sizes(engine, text, video, BUDGET_MB)
     return {"shape": name, "N x M": f"{shape[0]} x {shape[1]}", "blocks": f"{bt} x {bv}",
             "ours_s": round(ours, 3), "matmul_floor_s": round(floor(text, video), 3),
@@ -142,11 +156,15 @@ def bench_shape(name, shape) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-    names = ["quick"] if args.quick else ["msrvtt-1k", "activitynet-scaled"]
+    device = pick_device(args.device)
+    activitynet = "activitynet" if device.type == "cuda" else "activitynet-scaled"
+    names = ["quick"] if args.quick else ["msrvtt-1k", activitynet]
     rows = []
     for name in names:
-        row = bench_shape(name, SHAPES[name])
+        row = bench_shape(name, SHAPES[name], device)
+        row["device"] = device.type
         row["vs_floor"] = round(row["ours_s"] / row["matmul_floor_s"], 2)
         row["loop_speedup"] = round(row["per_pair_loop_s"] / row["ours_s"], 1)
         rows.append(row)
@@ -154,9 +172,9 @@ def main(argv=None) -> int:
     small, large = (list(memory_shape), list(memory_shape))
     small[0] = small[1] = memory_shape[0] // 2
     memory = {"budget_mb": BUDGET_MB,
-              f"N={small[0]}": round(peak_working_memory_mb(small), 1),
-              f"N={large[0]}": round(peak_working_memory_mb(large), 1)}
-    print(table(rows, ["shape", "N x M", "blocks", "ours_s", "matmul_floor_s", "vs_floor", "per_pair_loop_s",
+              f"N={small[0]}": round(peak_working_memory_mb(small, device), 1),
+              f"N={large[0]}": round(peak_working_memory_mb(large, device), 1)}
+    print(table(rows, ["shape", "device", "N x M", "blocks", "ours_s", "matmul_floor_s", "vs_floor", "per_pair_loop_s",
                        "loop_speedup"]))
     print(f"\npeak working memory beyond inputs/outputs (MB), block budget {BUDGET_MB:.0f} MB: "
           + ", ".join(f"{k}: {v}" for k, v in memory.items() if k != "budget_mb"))

@@ -1,6 +1,8 @@
 """Run every benchmark script and summarise their JSON results in data/bench/summary.md (the `bench` rule).
 
     python bench/run.py [--quick]
+
+On a machine with a GPU, the evaluation benchmark runs on it and the training step is measured on both CPU and GPU.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def summary_lines(results: dict) -> list[str]:
         lines += ["## Evaluation (multi-level N x M similarity)", "",
                   "| shape | N x M | hcmi (s) | matmul floor (s) | hcmi / floor | per-pair loop (s) | speed-up |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {x['shape']} | {x['N x M']} | {x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | "
+        lines += [f"| {x['shape']} ({x.get('device', 'cpu')}) | {x['N x M']} | {x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | "
                   f"{x['per_pair_loop_s']} | {x['loop_speedup']}x |" for x in r["rows"]]
         memory = {k: v for k, v in r["memory"].items() if k != "budget_mb"}
         lines += ["", f"Peak working memory (block budget {r['memory']['budget_mb']:.0f} MB): "
@@ -60,9 +62,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not a measurement)")
     args = parser.parse_args(argv)
-    for name in ("eval_similarity", "frame_sampling", "loader", "train_step"):
-        print(f"== {name}", flush=True)
-        extra = QUICK_ARGS[name] if args.quick else []
+    import torch
+
+    runs = [(name, QUICK_ARGS[name] if args.quick else []) for name in
+            ("eval_similarity", "frame_sampling", "loader", "train_step")]
+    if torch.cuda.is_available() and not args.quick:
+        runs.append(("train_step", ["--device", "cuda"]))
+    for name, extra in runs:
+        print(f"== {name} {' '.join(extra)}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True)
     results = {p.stem: json.loads(p.read_text()) for p in sorted(OUT_DIR.glob("*.json"))}
     path = OUT_DIR / "summary.md"

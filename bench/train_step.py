@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import pick_device, save, sync, table  # noqa: E402
 
 from hcmi.config import load  # noqa: E402
 from hcmi.losses import retrieval_loss  # noqa: E402
@@ -35,11 +35,6 @@ CAPTION = "a man is playing a guitar on a stage while people dance and a woman s
 HEADS = ("baseline", "hcmi")
 
 
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -49,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--words", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per head (alternating)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     args.batch = args.batch or (128 if device.type == "cuda" else 8)
     params = load([REPO / "params.yaml"])
     torch.manual_seed(0)
