@@ -68,14 +68,24 @@ def representations(shape, seed=0, device="cpu"):
     return move(text), move(video)
 
 
+FLOOR_CHUNK_MB = 1024.0
+
+
 def floor(text, video) -> float:
-    """One matmul per level, exactly the FLOPs that level needs."""
-    nt, nv = len(text["sentence"]), len(video["video"])
+    """One matmul per level, exactly the FLOPs that level needs. A level's product matrix larger than FLOOR_CHUNK_MB
+    (ActivityNet at full size: (4,917 x 64)^2 floats, ~400 GB) is computed in row chunks into one reused buffer."""
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  (all tokens of all items, one row each)
+    pairs = [(flat(text[a]), flat(video[b]).T.contiguous())
+             for a, b in (("sentence", "video"), ("phrase", "clip"), ("word", "frame"))]
+    width = max(right.shape[1] for _, right in pairs)
+    rows = max(1, int(FLOOR_CHUNK_MB * 2**20 // (4 * width)))
+    buffer = torch.empty(rows * width, device=video["video"].device)  # contiguous views of it serve every level
 
     def run():
-        text["sentence"] @ video["video"].T
-        for a, b in (("phrase", "clip"), ("word", "frame")):
-            (text[a].reshape(nt * text[a].shape[1], -1) @ video[b].reshape(nv * video[b].shape[1], -1).T)
+        for left, right in pairs:
+            for r0 in range(0, len(left), rows):
+                chunk = left[r0 : r0 + rows]
+                torch.matmul(chunk, right, out=buffer[: len(chunk) * right.shape[1]].view(len(chunk), -1))
         sync(video["video"].device)
 
     with torch.no_grad():
