@@ -93,3 +93,16 @@ def test_block_size_follows_the_memory_budget_not_the_test_set_size():
     for bt, bv in (small, large):
         assert bt * bv * per_pair <= 0.05 * 2**20
     assert large[0] * large[1] >= small[0] * small[1] // 2  # the same budget, not a share of N
+
+
+def test_video_blocks_are_aligned_and_the_pair_buffer_is_reused_exactly():
+    model = ThreeLevels()
+    text, video = random_reps(90, 200)
+    bt, bv = block_sizes(model, text, video, memory_mb=0.3)
+    assert bv < 200 and bv % 16 == 0, (bt, bv)
+    with torch.no_grad():
+        whole = model.level_similarities(text, video)
+    # several text and video blocks, the last ones partial: every block writes into the same buffer
+    blocked = level_similarity_matrices(model, text, video, memory_mb=0.3)
+    for level in model.levels:
+        np.testing.assert_allclose(blocked[level], whole[level].numpy(), rtol=1e-6, atol=1e-6)

@@ -7,12 +7,20 @@
 
 max_mean computes every token pair of every item pair with ONE matmul ([Nt*Lt, D] x [D, Nv*Lv]) and then only
 reduces that result. Without gradients (evaluation) the padding masks are applied in place, so the pair tensor is
-the only large intermediate: memory per (text, video) pair is 4*Lt*Lv bytes plus the two reduced tensors.
+the only large intermediate: memory per (text, video) pair is 4*Lt*Lv bytes plus the two reduced tensors. Inside
+`reused_pair_buffer()` (block-by-block evaluation) that pair tensor is written into one buffer kept from block to
+block: a fresh allocation of hundreds of MB per block costs page faults on CPU, about a fifth of the matmul's time.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
+
+# the evaluation engine's reusable pair buffer: None outside reused_pair_buffer(), else a one-slot holder
+_PAIR_BUFFER: ContextVar[dict | None] = ContextVar("hcmi_pair_buffer", default=None)
 
 PAD_SCORE = -1.0e4  # below any cosine similarity: a padding token can never be the best match
 
@@ -20,6 +28,30 @@ PAD_SCORE = -1.0e4  # below any cosine similarity: a padding token can never be 
 def cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     """[Nt, D] x [Nv, D] -> [Nt, Nv]."""
     return text @ video.T
+
+
+@contextmanager
+def reused_pair_buffer():
+    """Within this block, gradient-free max_mean calls share one pair buffer (grown when a call needs more) instead of
+    allocating their pair tensor afresh; it is released on exit."""
+    token = _PAIR_BUFFER.set({})
+    try:
+        yield
+    finally:
+        _PAIR_BUFFER.reset(token)
+
+
+def _pair_tensor(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """[Nt*Lt, D] x [Nv*Lv, D] -> [Nt*Lt, Nv*Lv] float32, in the shared buffer when one is active."""
+    holder = _PAIR_BUFFER.get()
+    if holder is None or torch.is_grad_enabled() or text.dtype != torch.float32:
+        return (text @ video.T).float()
+    numel = len(text) * len(video)
+    buffer = holder.get("buffer")
+    if buffer is None or buffer.numel() < numel or buffer.device != text.device:
+        holder.pop("buffer", None)  # free the old one before allocating the larger one
+        buffer = holder["buffer"] = torch.empty(numel, dtype=torch.float32, device=text.device)
+    return torch.matmul(text, video.T, out=buffer[:numel].view(len(text), len(video)))
 
 
 def _masked_mean(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
@@ -31,7 +63,7 @@ def max_mean(text: torch.Tensor, text_mask: torch.Tensor, video: torch.Tensor,
     """[Nt, Lt, D] (mask [Nt, Lt]) x [Nv, Lv, D] (mask [Nv, Lv]) -> [Nt, Nv]."""
     nt, lt, d = text.shape
     nv, lv, _ = video.shape
-    sims = (text.reshape(nt * lt, d) @ video.reshape(nv * lv, d).T).reshape(nt, lt, nv, lv).float()
+    sims = _pair_tensor(text.reshape(nt * lt, d), video.reshape(nv * lv, d)).reshape(nt, lt, nv, lv)
     video_pad = (~video_mask).float().mul(PAD_SCORE)[None, None]  # [1, 1, Nv, Lv]
     text_pad = (~text_mask).float().mul(PAD_SCORE)[:, :, None, None]  # [Nt, Lt, 1, 1]
     if torch.is_grad_enabled():  # training: out of place, autograd needs the unmasked tensor
