@@ -61,22 +61,14 @@ def encode_texts(model: RetrievalModel, tokens: torch.Tensor, batch_size: int, d
     return concat_reps(reps)
 
 
-VIDEO_BLOCK_ALIGN = 16  # videos per block: a multiple of 16, so every row of a pair matrix is 64-byte aligned
-
-
 def block_sizes(model: RetrievalModel, text: dict, video: dict, memory_mb: float) -> tuple[int, int]:
-    """Texts and videos per block so that one block's intermediate tensors stay within memory_mb.
-
-    Blocks are about square in pairs; a block narrower than the whole video set takes a multiple of 16 videos, which
-    makes each row of its [text tokens x video tokens] matmul output a multiple of 16 floats (64 bytes): BLAS runs
-    ~25% faster on aligned rows than on, say, 381 x 12 = 4,572 columns (measured with MKL, bench/eval_similarity.py)."""
+    """Texts and videos per block so that one block's intermediate tensors stay within memory_mb (about square in
+    pairs, bounded by the padded token counts: blocks of shorter items use less)."""
     n_t, n_v = len(next(iter(text.values()))), len(next(iter(video.values())))
     per_pair = max(1, model.similarity_bytes_per_pair(text, video))
     pairs = max(1, int(memory_mb * 2**20 // per_pair))
     side = max(1, int(math.sqrt(pairs)))
     bv = min(n_v, max(side, pairs // max(1, n_t)))
-    if VIDEO_BLOCK_ALIGN <= bv < n_v:
-        bv -= bv % VIDEO_BLOCK_ALIGN
     bt = min(n_t, max(1, pairs // max(1, bv)))
     return bt, bv
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hcmi.evaluate import block_sizes, level_similarity_matrices
+from hcmi.model import similarity
 from hcmi.model.similarity import max_mean
 
 
@@ -36,6 +37,50 @@ def test_max_mean_matches_the_definition(grad):
     with torch.set_grad_enabled(grad):
         got = max_mean(text, t_mask, video, v_mask)
     torch.testing.assert_close(got.detach(), reference_max_mean(text, t_mask, video, v_mask), rtol=1e-5, atol=1e-5)
+
+
+def scattered_mask(n, length, seed):
+    """Masks whose valid tokens are not a prefix (cluster slots can be empty anywhere), every count from 1 to length."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, length, generator=g) < torch.linspace(0.05, 1.0, n)[:, None]
+    mask[torch.arange(n), torch.randint(0, length, (n,), generator=g)] = True  # at least one valid token each
+    return mask
+
+
+@pytest.mark.parametrize("video_step", [1, 3, 8])
+def test_evaluation_path_packs_only_valid_tokens_and_scores_exactly_as_the_padded_path(video_step, monkeypatch):
+    text, _ = random_tokens(19, 11, 16, seed=4)
+    video, _ = random_tokens(23, 13, 16, seed=5)
+    t_mask, v_mask = scattered_mask(19, 11, seed=6), scattered_mask(23, 13, seed=7)
+    v_mask[:5] = True  # some videos full length: a run of equal counts
+    shapes = []
+    real_pair_tensor = similarity._pair_tensor
+
+    def recording_pair_tensor(a, b):
+        shapes.append((len(a), len(b)))
+        return real_pair_tensor(a, b)
+
+    monkeypatch.setattr(similarity, "_pair_tensor", recording_pair_tensor)
+    with torch.no_grad():
+        packed = similarity._max_mean_packed(text, t_mask, video, v_mask, video_step=video_step)
+    with torch.enable_grad():
+        padded = max_mean(text, t_mask, video, v_mask)
+    torch.testing.assert_close(packed, padded.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(packed, reference_max_mean(text, t_mask, video, v_mask), rtol=1e-5, atol=1e-5)
+    # the one matmul saw every valid text token once, and each video's tokens rounded up to the step (+ alignment)
+    rounded = int(sum(-(-int(c) // video_step) * video_step for c in v_mask.sum(1)))
+    assert shapes[0] == (int(t_mask.sum()), rounded + (-rounded % 16))
+
+
+def test_evaluation_path_scores_items_in_input_order_whatever_their_lengths():
+    text, t_mask = random_tokens(9, 7, 8, seed=8)
+    video, v_mask = random_tokens(6, 5, 8, seed=9)
+    with torch.no_grad():
+        whole = max_mean(text, t_mask, video, v_mask)
+        flipped = max_mean(text.flip(0), t_mask.flip(0), video.flip(0), v_mask.flip(0))
+        one = max_mean(text[3:4], t_mask[3:4], video[2:3], v_mask[2:3])
+    torch.testing.assert_close(flipped, whole.flip(0).flip(1))
+    torch.testing.assert_close(one[0, 0], whole[3, 2])
 
 
 class ThreeLevels(torch.nn.Module):
@@ -95,11 +140,11 @@ def test_block_size_follows_the_memory_budget_not_the_test_set_size():
     assert large[0] * large[1] >= small[0] * small[1] // 2  # the same budget, not a share of N
 
 
-def test_video_blocks_are_aligned_and_the_pair_buffer_is_reused_exactly():
+def test_the_pair_buffer_is_reused_exactly_across_blocks_of_different_sizes():
     model = ThreeLevels()
     text, video = random_reps(90, 200)
     bt, bv = block_sizes(model, text, video, memory_mb=0.3)
-    assert bv < 200 and bv % 16 == 0, (bt, bv)
+    assert 90 % bt and 200 % bv, (bt, bv)  # partial last blocks
     with torch.no_grad():
         whole = model.level_similarities(text, video)
     # several text and video blocks, the last ones partial: every block writes into the same buffer
