@@ -80,7 +80,7 @@ class _Packed:
         valid_first = torch.argsort((~mask[self.order]).to(torch.uint8), dim=1, stable=True)
         width = max(1, int(lengths.max())) if len(lengths) else 1
         j = torch.arange(width, device=mask.device)[None]
-        source = valid_first.gather(1, (j % counts.clamp(min=1)[:, None]).clamp(max=mask.shape[1] - 1))
+        source = valid_first.gather(1, j % counts.clamp(min=1)[:, None])  # j % count < count <= L
         keep = j < lengths[:, None]
         flat = (self.order[:, None] * mask.shape[1] + source)[keep]  # rows of tokens.reshape(-1, D) to take
         self.tokens = tokens.reshape(-1, tokens.shape[-1]).index_select(0, flat)  # [rows, D]
