@@ -5,9 +5,12 @@ Peak working memory (beyond inputs and outputs) is measured at two test-set size
 
     python bench/eval_similarity.py                 # MSR-VTT-1k shapes and ActivityNet shapes (scaled on CPU)
     python bench/eval_similarity.py --device cuda   # on the GPU; ActivityNet at its real 4,917 x 4,917
+    python bench/eval_similarity.py --budget-mb 256 1024   # the engine at several block budgets
     python bench/eval_similarity.py --quick         # small shapes, for a smoke test
 
-On a GPU every timing waits for the device (synchronize) and peak memory is the CUDA allocator's peak.
+On a GPU every timing waits for the device (synchronize) and peak memory is the CUDA allocator's peak. The engine is
+timed at each block budget given (default: 256 MB, and on a GPU also 4,096 MB: a GPU does a block's work in about a
+millisecond, so small blocks leave it waiting on the host); peak memory is measured at the first.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ SHAPES = {
     "quick": (120, 120, 16, 8, 4, 4, 64),
 }
 BUDGET_MB = 256.0
+GPU_BUDGETS_MB = (256.0, 4096.0)
 PAIR_SAMPLE = 1500
 
 
@@ -118,11 +122,11 @@ def per_pair_loop(text, video, sample: int, seed=0) -> float:
     return seconds * nt * nv / sample
 
 
-def peak_working_memory_mb(shape, device) -> float:
+def peak_working_memory_mb(shape, device, budget_mb=BUDGET_MB) -> float:
     """Run the engine in a fresh process; its peak memory growth minus the output matrices (MB): resident memory on
     CPU, the CUDA allocator's peak on a GPU."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-            f"import eval_similarity as b; print(b._measure_memory({tuple(shape)!r}, {str(device)!r}))")
+            f"import eval_similarity as b; print(b._measure_memory({tuple(shape)!r}, {str(device)!r}, {budget_mb!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -136,63 +140,71 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
 
 
-def _measure_memory(shape, device="cpu") -> float:
+def _measure_memory(shape, device="cpu", budget_mb=BUDGET_MB) -> float:
     device = torch.device(device)
     text, video = representations(shape, device=device)
     engine = Engine()
     with torch.no_grad():  # warm the allocator and libraries on a tiny problem first
-        level_similarity_matrices(engine, *representations((4, 4, *shape[2:]), device=device), BUDGET_MB, device)
+        level_similarity_matrices(engine, *representations((4, 4, *shape[2:]), device=device), budget_mb, device)
     if device.type == "cuda":  # outputs land in host memory, so the device peak is working memory only
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        level_similarity_matrices(engine, text, video, BUDGET_MB, device)
+        level_similarity_matrices(engine, text, video, budget_mb, device)
         return max(0.0, (torch.cuda.max_memory_allocated() - before) / 2**20)
     try:  # reset the peak to the current size (Linux >= 4.0), so only the computation below counts
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
     before = _status_mb("VmRSS")
-    out = level_similarity_matrices(engine, text, video, BUDGET_MB)
+    out = level_similarity_matrices(engine, text, video, budget_mb)
     peak = _status_mb("VmHWM")
     outputs = sum(m.nbytes for m in out.values()) / 2**20
     return max(0.0, peak - before - outputs)
 
 
-def bench_shape(name, shape, device) -> dict:
+def bench_shape(name, shape, device, budgets) -> list[dict]:
+    """One row per block budget: the engine's time, beside the floor and the loop (measured once per shape)."""
     text, video = representations(shape, device=device)
     engine = Engine()
-    ours = best_time(lambda: level_similarity_matrices(engine, text, video, BUDGET_MB, device), repeat=2)
-    bt, bv = block_sizes(engine, text, video, BUDGET_MB)
-    return {"shape": name, "N x M": f"{shape[0]} x {shape[1]}", "blocks": f"{bt} x {bv}",
-            "ours_s": round(ours, 3), "matmul_floor_s": round(floor(text, video), 3),
-            "per_pair_loop_s": round(per_pair_loop(text, video, min(PAIR_SAMPLE, shape[0] * shape[1])), 1)}
+    common = {"shape": name, "N x M": f"{shape[0]} x {shape[1]}", "matmul_floor_s": round(floor(text, video), 3),
+              "per_pair_loop_s": round(per_pair_loop(text, video, min(PAIR_SAMPLE, shape[0] * shape[1])), 1)}
+    rows = []
+    for budget in budgets:
+        ours = best_time(lambda: level_similarity_matrices(engine, text, video, budget, device), repeat=2)
+        bt, bv = block_sizes(engine, text, video, budget)
+        rows.append({**common, "budget_mb": budget, "blocks": f"{bt} x {bv}", "ours_s": round(ours, 3)})
+    return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--budget-mb", type=float, nargs="+", metavar="MB",
+                        help=f"block budgets to time the engine at (default {BUDGET_MB:.0f}; on a GPU "
+                             f"{' and '.join(f'{b:.0f}' for b in GPU_BUDGETS_MB)})")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    budgets = args.budget_mb or (list(GPU_BUDGETS_MB) if device.type == "cuda" else [BUDGET_MB])
     activitynet = "activitynet" if device.type == "cuda" else "activitynet-scaled"
     names = ["quick"] if args.quick else ["msrvtt-1k", activitynet]
     rows = []
     for name in names:
-        row = bench_shape(name, SHAPES[name], device)
-        row["device"] = device.type
-        row["vs_floor"] = round(row["ours_s"] / row["matmul_floor_s"], 2)
-        row["loop_speedup"] = round(row["per_pair_loop_s"] / row["ours_s"], 1)
-        rows.append(row)
+        for row in bench_shape(name, SHAPES[name], device, budgets):
+            row["device"] = device.type
+            row["vs_floor"] = round(row["ours_s"] / row["matmul_floor_s"], 2)
+            row["loop_speedup"] = round(row["per_pair_loop_s"] / row["ours_s"], 1)
+            rows.append(row)
     memory_shape = SHAPES["quick" if args.quick else "msrvtt-1k"]
     small, large = (list(memory_shape), list(memory_shape))
     small[0] = small[1] = memory_shape[0] // 2
-    memory = {"budget_mb": BUDGET_MB,
-              f"N={small[0]}": round(peak_working_memory_mb(small, device), 1),
-              f"N={large[0]}": round(peak_working_memory_mb(large, device), 1)}
-    print(table(rows, ["shape", "device", "N x M", "blocks", "ours_s", "matmul_floor_s", "vs_floor", "per_pair_loop_s",
-                       "loop_speedup"]))
-    print(f"\npeak working memory beyond inputs/outputs (MB), block budget {BUDGET_MB:.0f} MB: "
+    memory = {"budget_mb": budgets[0],
+              f"N={small[0]}": round(peak_working_memory_mb(small, device, budgets[0]), 1),
+              f"N={large[0]}": round(peak_working_memory_mb(large, device, budgets[0]), 1)}
+    print(table(rows, ["shape", "device", "N x M", "budget_mb", "blocks", "ours_s", "matmul_floor_s", "vs_floor",
+                       "per_pair_loop_s", "loop_speedup"]))
+    print(f"\npeak working memory beyond inputs/outputs (MB), block budget {budgets[0]:.0f} MB: "
           + ", ".join(f"{k}: {v}" for k, v in memory.items() if k != "budget_mb"))
     path = save("eval_similarity", {"rows": rows, "memory": memory})
     print(f"written: {path}")

@@ -1,8 +1,9 @@
 """Run every benchmark script and summarise their JSON results in data/bench/summary.md (the `bench` rule).
 
-    python bench/run.py [--quick]
+    python bench/run.py [--quick] [--only eval_similarity,train_step_cuda]
 
-On a machine with a GPU, the evaluation benchmark runs on it and the training step is measured on both CPU and GPU.
+On a machine with a GPU, the evaluation benchmark runs on it and the training step is measured on both CPU and GPU
+(train_step: CPU, train_step_cuda: GPU).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {"eval_similarity": ["--quick"], "frame_sampling": ["--videos", "1", "--seconds", "3"],
               "loader": ["--videos", "4", "--seconds", "2"],
               "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"]}
+SCRIPTS = ("eval_similarity", "frame_sampling", "loader", "train_step", "train_step_cuda")
+
+
+def _number(value) -> str:
+    return "?" if value is None else f"{value:g}"
 
 
 def summary_lines(results: dict) -> list[str]:
@@ -30,10 +36,11 @@ def summary_lines(results: dict) -> list[str]:
     if "eval_similarity" in results:
         r = results["eval_similarity"]
         lines += ["## Evaluation (multi-level N x M similarity)", "",
-                  "| shape | N x M | hcmi (s) | matmul floor (s) | hcmi / floor | per-pair loop (s) | speed-up |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {x['shape']} ({x.get('device', 'cpu')}) | {x['N x M']} | {x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | "
-                  f"{x['per_pair_loop_s']} | {x['loop_speedup']}x |" for x in r["rows"]]
+                  "| shape | N x M | block budget (MB) | hcmi (s) | matmul floor (s) | hcmi / floor | per-pair loop (s) "
+                  "| speed-up |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {x['shape']} ({x.get('device', 'cpu')}) | {x['N x M']} | {_number(x.get('budget_mb'))} | "
+                  f"{x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | {x['per_pair_loop_s']} | "
+                  f"{x['loop_speedup']}x |" for x in r["rows"]]
         memory = {k: v for k, v in r["memory"].items() if k != "budget_mb"}
         lines += ["", f"Peak working memory (block budget {r['memory']['budget_mb']:.0f} MB): "
                   + ", ".join(f"{k}: {v} MB" for k, v in memory.items()), ""]
@@ -61,13 +68,20 @@ def summary_lines(results: dict) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not a measurement)")
+    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        help=f"comma-separated subset of: {', '.join(SCRIPTS)}")
     args = parser.parse_args(argv)
     import torch
 
-    runs = [(name, QUICK_ARGS[name] if args.quick else []) for name in
-            ("eval_similarity", "frame_sampling", "loader", "train_step")]
-    if torch.cuda.is_available() and not args.quick:
-        runs.append(("train_step", ["--device", "cuda"]))
+    unknown = sorted(set(args.only or []) - set(SCRIPTS))
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(SCRIPTS)}")
+    wanted = args.only or [n for n in SCRIPTS if n != "train_step_cuda" or (torch.cuda.is_available()
+                                                                              and not args.quick)]
+    runs = []
+    for name in wanted:
+        script, extra = ("train_step", ["--device", "cuda"]) if name == "train_step_cuda" else (name, [])
+        runs.append((script, (QUICK_ARGS[script] if args.quick else []) + extra))
     for name, extra in runs:
         print(f"== {name} {' '.join(extra)}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True)

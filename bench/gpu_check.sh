@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Every GPU measurement and GPU test of hcmi in one go, for a GPU machine that has PyTorch but maybe no network and
+# not all of hcmi's other dependencies (a cluster node, a rented box).
+#
+#   bash bench/gpu_check.sh prepare            # where pip has network: .whl/ gets the wheels such a machine may lack
+#                                              # (GPU_CHECK_PYTHON_VERSION, default 3.12); the synthetic benchmark's
+#                                              # frame cache is built under data/ (snakemake) for the training run
+#   bash bench/gpu_check.sh run [OUTDIR]       # on the GPU machine (copy or mount the repository with .whl/ and
+#                                              # data/raw/synthetic/annotations.parquet + data/frames/synthetic)
+#   bash bench/gpu_check.sh run --quick [OUTDIR]   # the same at smoke-test size on whatever device there is
+#
+# `run` writes seven files into OUTDIR (default data/gpu_check): check.log (everything printed: machine, each step's
+# output, exit status and seconds), the benchmark JSON and summary.md (bench/run.py), pytest.xml (tests/test_gpu.py),
+# and the training run's train_log.csv and metrics.json (its checkpoints stay in a scratch folder). A step that
+# fails is reported and the next one still runs; the exit status says whether all passed. Environment: PYTHON
+# (default python3), GPU_CHECK_DATA (data root of the training run, default data), GPU_CHECK_SITE (where carried
+# wheels are installed, default /tmp/hcmi-site).
+set -uo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+WHEELS="$REPO/.whl"
+# what a PyTorch image (torch, torchvision, numpy, pandas, pyarrow, pyyaml, tqdm, regex, timm, huggingface_hub,
+# safetensors, pytest) lacks to import hcmi's training and evaluation code: open_clip and the schema validator
+CARRIED=(open_clip_torch ftfy wcwidth jsonschema jsonschema-specifications referencing rpds-py)
+
+prepare() {
+    local version="${GPU_CHECK_PYTHON_VERSION:-3.12}" pins=() name
+    local installed
+    for name in "${CARRIED[@]}"; do  # the versions installed here, so both machines run the same code
+        installed="$("$PY" -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')"
+        [ -n "$installed" ] || { echo "prepare: $name is not installed for $PY: run this from the environment" \
+                                      "hcmi is installed in (or set PYTHON)" >&2; return 1; }
+        pins+=("$name==$installed")
+    done
+    mkdir -p "$WHEELS" && rm -f "$WHEELS"/*.whl  # one version of each: two would stop the install there
+    "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$WHEELS" "${pins[@]}" || { echo "prepare: pip download failed for: ${pins[*]}" >&2; return 1; }
+    (cd "$REPO" && snakemake --cores 2 \
+        data/frames/synthetic/{train,val,test}/index.parquet) || return 1
+    echo "prepare: wheels in .whl/ ($(du -sh "$WHEELS" | cut -f1)); frame cache in data/frames/synthetic" \
+         "($(du -sh "$REPO/data/frames/synthetic" | cut -f1)). Carry .whl, data/frames/synthetic and" \
+         "data/raw/synthetic/annotations.parquet to the GPU machine."
+}
+
+failures=()
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, and remember a failure
+    local name="$1" limit="$2" start rc
+    shift 2
+    echo "== $name (limit ${limit}s): $*"
+    start=$(date +%s)
+    timeout --signal=INT --kill-after=20 "$limit" "$@"
+    rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - start ))s"
+    [ "$rc" -eq 0 ] || failures+=("$name (exit $rc)")
+}
+
+run() {
+    local quick=0 out
+    if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
+    out="$(mkdir -p "${1:-$REPO/data/gpu_check}" && cd "${1:-$REPO/data/gpu_check}" && pwd)" || return 1
+    run_steps "$quick" "$out" 2>&1 | tee "$out/check.log"
+    return "${PIPESTATUS[0]}"
+}
+
+run_steps() {
+    local quick="$1" out="$2" data="${GPU_CHECK_DATA:-$REPO/data}" site="${GPU_CHECK_SITE:-/tmp/hcmi-site}"
+    [ ! -d "$data" ] || data="$(cd "$data" && pwd)"  # absolute: the training run links into it from elsewhere
+    cd "$REPO" || return 1
+    # the carried wheels, where hcmi's dependencies are missing (not over an environment that has them)
+    if ! "$PY" -c "import open_clip, ftfy, jsonschema" 2> /dev/null && compgen -G "$WHEELS/*.whl" > /dev/null; then
+        "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+            "$WHEELS"/*.whl || { echo "run: installing the carried wheels failed" >&2; return 1; }
+        export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HCMI_BENCH_DIR="$out"
+    date -u; uname -a; { command -v nvidia-smi > /dev/null && nvidia-smi; } || echo "nvidia-smi: not available"
+    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu',
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+    local device benches params=(--params "$REPO/params.yaml")
+    device=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+    if [ "$quick" = 1 ]; then
+        benches=(--quick --only "eval_similarity,train_step$([ "$device" = cuda ] && echo _cuda)")
+        params+=(--params "$REPO/tests/fixtures/tiny.yaml")
+    else
+        [ "$device" = cuda ] || { echo "run: no CUDA device visible (use --quick for a CPU smoke test)" >&2; return 1; }
+        benches=(--only eval_similarity,train_step_cuda)
+    fi
+
+    step "gpu tests" 240 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_gpu.py \
+        --junitxml="$out/pytest.xml"
+    step "benchmarks" 360 "$PY" bench/run.py "${benches[@]}"
+
+    # training and evaluation of HCMI on the synthetic benchmark (bf16 autocast on CUDA: train.amp)
+    if [ -f "$data/frames/synthetic/train/index.parquet" ] && [ -f "$data/raw/synthetic/annotations.parquet" ]; then
+        local root; root="$(mktemp -d)"
+        mkdir -p "$root/raw/synthetic" && ln -s "$data/frames" "$root/frames"
+        ln -s "$data/raw/synthetic/annotations.parquet" "$root/raw/synthetic/annotations.parquet"
+        local hcmi=("$PY" -m hcmi.cli "${params[@]}" --set "train.device=$device" --data-root "$root")
+        step "train hcmi ($device)" 300 "${hcmi[@]}" train --dataset synthetic --model hcmi --seed 0
+        step "evaluate hcmi ($device)" 120 "${hcmi[@]}" evaluate --dataset synthetic --model hcmi --seed 0
+        cp "$root/checkpoints/synthetic/hcmi/seeds/0/train_log.csv" "$root/results/synthetic/hcmi/seeds/0/metrics.json" \
+            "$out/" 2>/dev/null || true
+        rm -rf "$root"
+    else
+        echo "== training run skipped: no frame cache under $data (bash bench/gpu_check.sh prepare)"
+    fi
+
+    if [ "${#failures[@]}" -gt 0 ]; then
+        echo "gpu_check: FAILED: ${failures[*]}"
+        return 1
+    fi
+    echo "gpu_check: all steps passed; results in $out"
+}
+
+case "${1:-}" in
+    prepare) shift; prepare "$@" ;;
+    run) shift; run "$@" ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
+esac
