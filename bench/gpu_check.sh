@@ -99,8 +99,8 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
         local hcmi=("$PY" -m hcmi.cli "${params[@]}" --set "train.device=$device" --data-root "$root")
         step "train hcmi ($device)" 300 "${hcmi[@]}" train --dataset synthetic --model hcmi --seed 0
         step "evaluate hcmi ($device)" 120 "${hcmi[@]}" evaluate --dataset synthetic --model hcmi --seed 0
-        cp "$root/checkpoints/synthetic/hcmi/seeds/0/train_log.csv" "$root/results/synthetic/hcmi/seeds/0/metrics.json" \
-            "$out/" 2>/dev/null || true
+        cp "$root/checkpoints/synthetic/hcmi/seeds/0/train_log.csv" \
+            "$root/results/synthetic/hcmi/seeds/0/metrics.json" "$out/" 2>/dev/null || true
         rm -rf "$root"
     else
         echo "== training run skipped: no frame cache under $data (bash bench/gpu_check.sh prepare)"

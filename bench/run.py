@@ -36,8 +36,8 @@ def summary_lines(results: dict) -> list[str]:
     if "eval_similarity" in results:
         r = results["eval_similarity"]
         lines += ["## Evaluation (multi-level N x M similarity)", "",
-                  "| shape | N x M | block budget (MB) | hcmi (s) | matmul floor (s) | hcmi / floor | per-pair loop (s) "
-                  "| speed-up |", "|---|---|---|---|---|---|---|---|"]
+                  "| shape | N x M | block budget (MB) | hcmi (s) | matmul floor (s) | hcmi / floor "
+                  "| per-pair loop (s) | speed-up |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {x['shape']} ({x.get('device', 'cpu')}) | {x['N x M']} | {_number(x.get('budget_mb'))} | "
                   f"{x['ours_s']} | {x['matmul_floor_s']} | {x['vs_floor']} | {x['per_pair_loop_s']} | "
                   f"{x['loop_speedup']}x |" for x in r["rows"]]
