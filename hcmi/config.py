@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -430,15 +428,3 @@ def load(files: Iterable[str | os.PathLike] | None = None, settings: Iterable[st
         raw = deep_merge(raw, parse_setting(setting))
     source = " + ".join(str(f) for f in files) + (" + --set" if settings else "")
     return from_dict(raw, source)
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of JSON-serialisable values (dataclasses allowed): identifies a configuration."""
-
-    def plain(value):
-        if hasattr(value, "__dataclass_fields__"):
-            return asdict(value)
-        return value
-
-    payload = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]

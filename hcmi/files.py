@@ -1,4 +1,4 @@
-"""Atomic file writing: every output appears complete or not at all.
+"""The lowest layer: atomic file writing, hashing and fingerprints.
 
 A writer gets a temporary path beside the target and the target is replaced only after the writer returned and the
 data reached the disk, so an interrupted step never leaves a half-written file that looks finished.
@@ -6,11 +6,15 @@ data reached the disk, so an interrupted step never leaves a half-written file t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from dataclasses import asdict, is_dataclass
 from typing import Any, Iterator
+
+CHUNK_BYTES = 1 << 20
 
 
 @contextmanager
@@ -64,3 +68,22 @@ def _json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable values (dataclasses allowed): identifies a configuration."""
+
+    def plain(value):
+        return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+    payload = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -35,7 +35,8 @@ import pandas as pd
 import torch
 
 from hcmi import metrics
-from hcmi.config import Params, fingerprint
+from hcmi.config import Params
+from hcmi.files import fingerprint
 from hcmi.data.annotations import split_table
 from hcmi.data.frames import FrameCache
 from hcmi.data.loader import CaptionVideoPairs, EpochBatches, epoch_loader

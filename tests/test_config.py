@@ -4,8 +4,8 @@ import sys
 import pytest
 import yaml
 
-from hcmi import config
 from hcmi.config import ConfigError, deep_merge, from_dict, load, parse_setting
+from hcmi.files import fingerprint
 
 from conftest import REPO, tiny_params_dict
 
@@ -87,8 +87,8 @@ def test_cli_rejects_a_bad_params_file_before_any_work(tmp_path):
 
 
 def test_fingerprint_is_stable_and_sensitive():
-    assert config.fingerprint({"a": 1, "b": 2}) == config.fingerprint({"b": 2, "a": 1})
-    assert config.fingerprint({"a": 1}) != config.fingerprint({"a": 2})
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
 def test_strings_from_the_snakemake_command_line_become_what_the_schema_wants():

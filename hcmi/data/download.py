@@ -32,12 +32,11 @@ from hcmi.data import datasets
 from hcmi.data.datasets import VIDEOS, DatasetSpec, Source
 from hcmi.data.videos import VIDEO_EXTENSIONS
 from hcmi.errors import HcmiError
-from hcmi.files import read_json, write_json
+from hcmi.files import CHUNK_BYTES, fingerprint, read_json, sha256sum, write_json
 
 log = logging.getLogger(__name__)
 
 DOWNLOADS = "downloads"  # working folder below data/raw/<dataset>/: partial downloads, state, digest cache
-CHUNK_BYTES = 1 << 20
 ATTEMPTS = 5  # tries per file; each one resumes where the previous connection stopped
 RETRY_WAIT_S = 2.0  # wait before retry k is k times this
 TIMEOUT_S = 60.0  # socket timeout of one read
@@ -55,14 +54,6 @@ class ChecksumError(DownloadError):
 
 class MissingFiles(DownloadError):
     """Files the user has to fetch by hand are not there; the message lists what goes where."""
-
-
-def sha256sum(path: Path, chunk: int = CHUNK_BYTES) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -380,8 +371,6 @@ def fetch_real(spec: DatasetSpec, raw_dir: Path, manual_dir: Path, mirror: str |
     """Steps 1-3 of the module docstring, then the manifest."""
     from dataclasses import asdict
 
-    from hcmi.config import fingerprint
-
     raw_dir = Path(raw_dir)
     if spec.manual_files:
         _announce_manual_files(spec, manual_dir)
@@ -402,8 +391,6 @@ def fetch_real(spec: DatasetSpec, raw_dir: Path, manual_dir: Path, mirror: str |
 def fetch(dataset: str, params, raw_dir: Path, workers: int = 1) -> dict:
     """Make data/raw/<dataset>/ complete; returns the manifest."""
     from dataclasses import asdict
-
-    from hcmi.config import fingerprint
 
     spec = datasets.get(dataset)
     if spec.generated:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hcmi.errors import HcmiError
-from hcmi.files import atomic_path, write_json, write_table
+from hcmi.files import atomic_path, fingerprint, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ class Sampling:
     image_size: int
 
     def fingerprint(self) -> str:
-        from hcmi.config import fingerprint
-
         return fingerprint(self.max_frames, self.image_size, SAMPLER_VERSION)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hcmi.files import atomic_path, write_json
+from hcmi.files import atomic_path, fingerprint, write_json
 from hcmi.logs import progress
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,6 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, keyframe_interval: int |
 def generate(source, raw_dir: Path, workers: int = 1) -> list[VideoSpec]:
     """Write videos/<id>.mp4 and source/captions.json under raw_dir; resumes (keeps finished videos) when the
     generator parameters are unchanged, starts over when they changed."""
-    from hcmi.config import fingerprint
-
     raw_dir = Path(raw_dir)
     videos_dir, source_dir = raw_dir / "videos", raw_dir / "source"
     stamp = fingerprint(asdict(source), GENERATOR_VERSION)

@@ -184,7 +184,7 @@ def save_pretrained_weights(name: str, tag: str, weights_dir: str | os.PathLike 
 def describe_weights(name: str, pretrained: str | None, weights_dir: str | os.PathLike | None = None) -> dict:
     """What training will load for backbone.pretrained, fetching an open_clip tag's weights first if they are not
     local yet: the content of data/weights/backbone.json, on which training depends in both workflows."""
-    from hcmi.data.download import sha256sum
+    from hcmi.files import sha256sum
 
     if not pretrained:
         return {"backbone": name, "pretrained": None, "kind": "random initialisation", "file": None, "sha256": None}
