@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, pick_device, save, sync, table  # noqa: E402
 
-from hcmi.evaluate import block_sizes, level_similarity_matrices  # noqa: E402
+from hcmi.scoring import block_sizes, level_similarity_matrices  # noqa: E402
 from hcmi.model.hcmi import HCMI  # noqa: E402
 
 SHAPES = {

@@ -1,8 +1,12 @@
-"""The typed configuration: params.yaml (plus override files and key=value settings), validated before any work.
+"""The parameters: params.yaml (plus override files and key=value settings), validated before any work.
 
-params.yaml is the single source of every parameter. Its JSON schema (workflow/schemas/params.schema.yaml) closes
-every object, so a misspelled key fails with an error that names it. The dataclasses below carry no defaults on
-purpose: a value either comes from the file or the file is invalid.
+params.yaml is the single source of every parameter. Its JSON schema (hcmi/params.schema.yaml, shipped inside the
+package) closes every object, so a misspelled key fails with an error that names it and suggests the right one.
+
+A step reads its parameters through a view restricted to the keys it declares (hcmi/pipeline.py): reading any other
+key raises UndeclaredParameter, so the parameters Snakemake and DVC watch for a step are exactly the ones it uses.
+Values are read by attribute (`params.train.lr`, `params.dataset("msrvtt").max_frames`) or by dotted key
+(`params.get("eval.batch_size")`); a whole section is read with `.to_dict()`.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ class ConfigError(HcmiError, ValueError):
     """A params file is missing, unreadable or invalid; the message names the file and the key."""
 
 
+class UndeclaredParameter(HcmiError, KeyError):
+    """A step read a parameter it does not declare (hcmi/pipeline.py): the workflows would not re-run it when that
+    parameter changes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# typed sections
+# typed values handed to code below the steps (the model and the synthetic generator know nothing of params)
 
 
 @dataclass(frozen=True)
@@ -48,37 +60,19 @@ class SyntheticSource:
 
 
 @dataclass(frozen=True)
-class DatasetParams:
-    max_frames: int
-    max_words: int
-    source: dict
-
-
-@dataclass(frozen=True)
-class FramesParams:
-    image_size: int
-    shard_size: int
-    max_skip_fraction: float
-
-
-@dataclass(frozen=True)
-class BackboneParams:
-    name: str
-    pretrained: str | None
-
-
-@dataclass(frozen=True)
 class DenoiseParams:
-    enabled: bool
+    method: str  # two_view | soft_targets | none
+    latent_weight: float
     max_confidence: float
     temperature: float
 
 
 @dataclass(frozen=True)
 class EnhanceParams:
-    enabled: bool
+    method: str  # triplet | reweight | none
     margin: float
     weight: float
+    scope: str  # final | levels
 
 
 @dataclass(frozen=True)
@@ -89,121 +83,20 @@ class ModelParams:
     temporal_layers: int
     clip_clusters: int
     phrase_clusters: int
-    clustering: str
+    aggregation: str
+    sentence: str
     levels: dict
     denoise: DenoiseParams
     enhance: EnhanceParams
 
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: float
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_fraction: float
-    grad_clip: float
-    accumulation_steps: int
-    backbone_lr_scale: float
-    grad_checkpointing: bool
-    amp: bool
-    workers: int
-    log_every: int
-    checkpoint_every: int
-    device: str
-
-
-@dataclass(frozen=True)
-class EvalParams:
-    batch_size: int
-    dsl_temperature: float
-    top_k: int
-    block_memory_mb: float
-    dsl: bool
-
-
-@dataclass(frozen=True)
-class ComputeParams:
-    sample_threads: int
-    train_threads: int
-    train_gpus: int
-    train_mem_mb: int
-    train_runtime_min: int
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    qualitative_queries: int
-    thumbnails_per_video: int
+    @property
+    def two_views(self) -> bool:
+        """Training needs a second, independently drawn view of every video (two-view label denoising)."""
+        return self.denoise.method == "two_view"
 
 
 def _build(cls, values: Mapping[str, Any]):
     return cls(**{f.name: values[f.name] for f in fields(cls)})
-
-
-@dataclass(frozen=True)
-class Params:
-    raw: dict
-    datasets: list
-    models: list
-    seeds: list
-    ablations: list
-    ablation_seeds: list
-    frames: FramesParams
-    backbone: BackboneParams
-    train: TrainParams
-    eval: EvalParams
-    compute: ComputeParams
-    report: ReportParams
-
-    def dataset(self, name: str) -> DatasetParams:
-        try:
-            return _build(DatasetParams, self.raw["data"][name])
-        except KeyError:
-            known = ", ".join(sorted(self.raw["data"]))
-            raise ConfigError(f"params: no entry data.{name} (configured datasets: {known})") from None
-
-    @property
-    def all_models(self) -> list[str]:
-        """Compared models first, then the ablation variants."""
-        return self.models + self.ablations
-
-    def seeds_for(self, variant: str) -> list[int]:
-        return self.seeds if variant in self.models else self.ablation_seeds
-
-    def synthetic(self) -> SyntheticSource:
-        return _build(SyntheticSource, self.dataset("synthetic").source)
-
-    def _variant(self, name: str) -> dict:
-        if name not in self.raw["variants"]:
-            known = ", ".join(sorted(self.raw["variants"]))
-            raise ConfigError(f"params: unknown model variant '{name}' (variants: {known})")
-        return self.raw["variants"][name]
-
-    def variant_dict(self, name: str) -> dict:
-        """The merged model section of a variant, as a plain dict (stored in checkpoints); its backbone apart."""
-        merged = deep_merge(self.raw["model"], self._variant(name))
-        merged.pop("backbone", None)
-        return merged
-
-    def backbone_dict(self, variant: str) -> dict:
-        """params `backbone`, with the variant's own `backbone` merged over it."""
-        return deep_merge(self.raw["backbone"], self._variant(variant).get("backbone", {}))
-
-    def backbone_for(self, variant: str) -> BackboneParams:
-        return _build(BackboneParams, self.backbone_dict(variant))
-
-    def backbones_in_use(self) -> list[BackboneParams]:
-        """Every distinct backbone that the configured models and ablations train on, in order."""
-        found: list[BackboneParams] = []
-        for variant in self.all_models:
-            backbone = self.backbone_for(variant)
-            if backbone not in found:
-                found.append(backbone)
-        return found
-
-    def variant(self, name: str) -> ModelParams:
-        return model_params(self.variant_dict(name))
 
 
 def model_params(values: Mapping[str, Any]) -> ModelParams:
@@ -211,6 +104,144 @@ def model_params(values: Mapping[str, Any]) -> ModelParams:
     values["denoise"] = _build(DenoiseParams, values["denoise"])
     values["enhance"] = _build(EnhanceParams, values["enhance"])
     return _build(ModelParams, values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the parameters, readable key by key
+
+
+def _covers(declared: str, key: str) -> bool:
+    return key == declared or key.startswith(declared + ".")
+
+
+class Params:
+    """Validated parameters; `restrict(keys, step)` gives the view a step may read."""
+
+    def __init__(self, raw: Mapping, source: str = "params", allowed: tuple[str, ...] | None = None,
+                 step: str | None = None):
+        self._raw = copy.deepcopy(dict(raw))
+        self.source = source
+        self.allowed = allowed
+        self.step = step
+
+    def restrict(self, keys: Iterable[str], step: str) -> "Params":
+        return Params(self._raw, self.source, tuple(keys), step)
+
+    def _check(self, key: str) -> None:
+        if self.allowed is not None and not any(_covers(declared, key) for declared in self.allowed):
+            raise UndeclaredParameter(
+                f"step '{self.step}' read parameter '{key}', which it does not declare (declared: "
+                f"{', '.join(self.allowed) or 'none'}); add it to the step's params in hcmi/pipeline.py")
+
+    def _lookup(self, key: str) -> Any:
+        node: Any = self._raw
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"{self.source}: no parameter '{key}'")
+            node = node[part]
+        return node
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key (a copy for mappings and lists)."""
+        self._check(key)
+        return copy.deepcopy(self._lookup(key))
+
+    def has(self, key: str) -> bool:
+        try:
+            self._lookup(key)
+        except ConfigError:
+            return False
+        return True
+
+    def section(self, key: str) -> "Section":
+        self._lookup(key)
+        return Section(self, key)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._raw:
+            raise AttributeError(f"params have no section '{name}'")
+        return Section(self, name) if isinstance(self._raw[name], Mapping) else self.get(name)
+
+    def declared_values(self) -> dict:
+        """{key: value} of every declared key present (a restricted view's parameters, for provenance)."""
+        if self.allowed is None:
+            return self.to_dict()
+        return {key: self.get(key) for key in self.allowed if self.has(key)}
+
+    def to_dict(self) -> dict:
+        """Every parameter (only for an unrestricted view)."""
+        if self.allowed is not None:
+            raise UndeclaredParameter(f"step '{self.step}' cannot read the whole parameter set")
+        return copy.deepcopy(self._raw)
+
+    # -- what several steps ask ---------------------------------------------------------------------------------
+
+    def dataset(self, name: str) -> "Section":
+        if not self.has(f"data.{name}"):
+            known = ", ".join(sorted(self._raw["data"]))
+            raise ConfigError(f"params: no entry data.{name} (configured datasets: {known})")
+        return Section(self, f"data.{name}")
+
+    @property
+    def all_models(self) -> list[str]:
+        """Compared models first, then the ablation variants."""
+        return self.get("models") + self.get("ablations")
+
+    def seeds_for(self, variant: str) -> list[int]:
+        return self.get("seeds") if variant in self.get("models") else self.get("ablation_seeds")
+
+    def synthetic(self) -> SyntheticSource:
+        return _build(SyntheticSource, self.get("data.synthetic.source"))
+
+    def _variant(self, name: str) -> dict:
+        if not self.has(f"variants.{name}"):
+            known = ", ".join(sorted(self._raw["variants"]))
+            raise ConfigError(f"params: unknown model variant '{name}' (variants: {known})")
+        return self.get(f"variants.{name}")
+
+    def variant_dict(self, name: str) -> dict:
+        """The merged model section of a variant, as a plain dict (stored in checkpoints); its backbone apart."""
+        merged = deep_merge(self.get("model"), self._variant(name))
+        merged.pop("backbone", None)
+        return merged
+
+    def variant(self, name: str) -> ModelParams:
+        return model_params(self.variant_dict(name))
+
+    def backbone_dict(self, variant: str) -> dict:
+        """params `backbone`, with the variant's own `backbone` merged over it."""
+        return deep_merge(self.get("backbone"), self._variant(variant).get("backbone", {}))
+
+
+class Section:
+    """A mapping of params read key by key: `section.lr`, `section["hcmi-b16"]`, `section.to_dict()`."""
+
+    def __init__(self, params: Params, key: str):
+        self._params, self._key = params, key
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __getitem__(self, name: str):
+        key = f"{self._key}.{name}"
+        value = self._params._lookup(key)
+        return Section(self._params, key) if isinstance(value, Mapping) else self._params.get(key)
+
+    def __contains__(self, name: str) -> bool:
+        return self._params.has(f"{self._key}.{name}")
+
+    def keys(self) -> list[str]:
+        return list(self._params._lookup(self._key))
+
+    def to_dict(self) -> dict:
+        return self._params.get(self._key)
+
+    def __repr__(self) -> str:
+        return f"<params section {self._key}>"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,13 +307,6 @@ def schema() -> dict:
     return load_yaml(SCHEMA_PATH.read_text())
 
 
-def _allowed_keys(schema_node: Mapping) -> list[str]:
-    keys = list(schema_node.get("properties", {}))
-    for sub in schema_node.get("allOf", []):
-        keys += _allowed_keys(_resolve_ref(sub))
-    return keys
-
-
 def _resolve_ref(node: Mapping) -> Mapping:
     ref = node.get("$ref")
     if not ref:
@@ -296,6 +320,10 @@ def _resolve_ref(node: Mapping) -> Mapping:
 def _subschemas(node: Mapping) -> list[Mapping]:
     node = _resolve_ref(node)
     return [node] + [s for sub in node.get("allOf", []) for s in _subschemas(sub)]
+
+
+def _allowed_keys(node: Mapping) -> list[str]:
+    return [key for sub in _subschemas(node) for key in sub.get("properties", {})]
 
 
 def _child_schema(node: Mapping, key) -> list[Mapping]:
@@ -358,19 +386,7 @@ def _describe(error, source: str) -> str:
     return f"{source}: key '{path or '<top level>'}': {error.message}"
 
 
-def validate(raw: Mapping, source: str = "params") -> None:
-    """Check `raw` against the schema and the cross-references between sections; raise ConfigError naming the key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        messages = []
-        for error in errors:
-            msg = _describe(error, source)
-            if msg not in messages:
-                messages.append(msg)
-        raise ConfigError("\n".join(messages))
+def _cross_reference_problems(raw: Mapping, known_datasets: Iterable[str]) -> list[str]:
     problems = []
     for name in raw["datasets"]:
         if name not in raw["data"]:
@@ -385,32 +401,35 @@ def validate(raw: Mapping, source: str = "params") -> None:
         src = raw["data"]["synthetic"]["source"]
         if src["min_events"] > src["max_events"]:
             problems.append("key 'data.synthetic.source.min_events' is larger than max_events")
-    from hcmi.data.datasets import DATASETS
-
+    known = set(known_datasets)
     for name in raw["data"]:
-        if name not in DATASETS:
-            problems.append(f"key 'data.{name}': unknown dataset (known: {', '.join(sorted(DATASETS))})")
+        if name not in known:
+            problems.append(f"key 'data.{name}': unknown dataset (known: {', '.join(sorted(known))})")
+    return problems
+
+
+def validate(raw: Mapping, source: str = "params", known_datasets: Iterable[str] | None = None) -> None:
+    """Check `raw` against the schema and the cross-references between sections; raise ConfigError naming the key.
+    `known_datasets`: the dataset registry's names (the caller passes them: config knows no data layer)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        messages = []
+        for error in errors:
+            msg = _describe(error, source)
+            if msg not in messages:
+                messages.append(msg)
+        raise ConfigError("\n".join(messages))
+    problems = _cross_reference_problems(raw, known_datasets if known_datasets is not None else raw["data"])
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
 
 
-def from_dict(raw: Mapping, source: str = "params") -> Params:
-    validate(raw, source)
-    raw = copy.deepcopy(dict(raw))
-    return Params(
-        raw=raw,
-        datasets=list(raw["datasets"]),
-        models=list(raw["models"]),
-        seeds=list(raw["seeds"]),
-        ablations=list(raw["ablations"]),
-        ablation_seeds=list(raw["ablation_seeds"]),
-        frames=_build(FramesParams, raw["frames"]),
-        backbone=_build(BackboneParams, raw["backbone"]),
-        train=_build(TrainParams, raw["train"]),
-        eval=_build(EvalParams, raw["eval"]),
-        compute=_build(ComputeParams, raw["compute"]),
-        report=_build(ReportParams, raw["report"]),
-    )
+def from_dict(raw: Mapping, source: str = "params", known_datasets: Iterable[str] | None = None) -> Params:
+    validate(raw, source, known_datasets)
+    return Params(raw, source)
 
 
 def default_params_files() -> list[str]:
@@ -418,13 +437,19 @@ def default_params_files() -> list[str]:
     return env.split(os.pathsep) if env else [DEFAULT_PARAMS]
 
 
-def load(files: Iterable[str | os.PathLike] | None = None, settings: Iterable[str] = ()) -> Params:
-    """Merge the params files in order, apply KEY=VALUE settings, validate, and return the typed config."""
+def merged(files: Iterable[str | os.PathLike] | None = None, settings: Iterable[str] = ()) -> tuple[dict, str]:
+    """The params files merged in order with KEY=VALUE settings applied (not validated), and their description."""
     files = list(files) if files else default_params_files()
     raw: dict = {}
     for path in files:
         raw = deep_merge(raw, read_yaml(path))
     for setting in settings:
         raw = deep_merge(raw, parse_setting(setting))
-    source = " + ".join(str(f) for f in files) + (" + --set" if settings else "")
-    return from_dict(raw, source)
+    return raw, " + ".join(str(f) for f in files) + (" + --set" if settings else "")
+
+
+def load(files: Iterable[str | os.PathLike] | None = None, settings: Iterable[str] = (),
+         known_datasets: Iterable[str] | None = None) -> Params:
+    """Merge the params files in order, apply KEY=VALUE settings, validate, and return the parameters."""
+    raw, source = merged(files, settings)
+    return from_dict(raw, source, known_datasets)

@@ -1,24 +1,36 @@
-"""Training objectives on level similarity matrices sim[text, video] whose diagonal holds the positive pairs.
+"""Training objectives on level similarity matrices sim[text, video] whose diagonal holds the true pairs.
 
-Per level, a symmetric InfoNCE with CLIP's logit scale (text->video over each row, video->text over each column);
-the total is the weighted sum over levels (hierarchical contrastive learning). Two refinements (DESIGN §4):
+Hierarchical contrastive learning: per level a symmetric InfoNCE with CLIP's logit scale (text->video over each row,
+video->text over each column), summed over the levels with their weights. Two refinements, each with the authors'
+reading as default and ours kept as an alternative (docs/method.md sets them side by side):
 
-- adaptive label denoising: web captions have false negatives, so each one-hot target is softened towards the items
-  that the model itself scores as near-duplicates of the positive (video-video similarity of the positive video for
-  text->video; sentence-sentence for video->text): target = (1 - a) * onehot + a * softmax(sim_to_positive / tau).
-  The confidence a adapts to how far the model can be trusted: max_confidence x training progress x the batch's
-  top-1 retrieval accuracy. Early on, or whenever the embeddings have collapsed (everything looks like a duplicate
-  of everything), a stays near 0 and cannot reinforce the collapse.
-- marginal sample enhancement: negatives whose similarity lies within `margin` of the positive's (or above it) are
-  the informative ones; their weight in the softmax denominator is multiplied by (1 + weight).
+- adaptive label denoising (`denoise.method`)
+    two_view      the authors': each video is seen twice (one random frame per segment, drawn twice); another video
+                  j that is more similar to view v_i than v_i's own second view v_i' is a latent positive of i.
+                  Targets spread over the true and latent positives (weight `latent_weight` for a latent one).
+    soft_targets  ours: targets softened towards intra-modal near-duplicates, trusted more as training goes on.
+- marginal sample enhancement (`enhance.method`)
+    triplet       the authors': each video's hardest in-batch negative text, and each text's hardest negative video,
+                  form triplets; a symmetric margin loss is added with weight `weight`, on the final score or on
+                  every level (`scope`). Positives (true and latent) are never taken as negatives.
+    reweight      ours: negatives within `margin` of the positive get (1 + weight) times the weight in the softmax.
 
-Both targets and weights are computed without gradients.
+Targets, latent positives and weights are computed without gradients.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass
+class LossResult:
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]  # per-level contrastive losses and the triplet loss, for logging and NaN checks
+    stats: dict[str, float] = field(default_factory=dict)  # diagnostics (e.g. latent positives per item)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -30,6 +42,32 @@ def symmetric_info_nce(sim: torch.Tensor, logit_scale: torch.Tensor) -> torch.Te
     logits = logit_scale * sim
     targets = torch.arange(sim.shape[0], device=sim.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+# -- two-view label denoising --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def latent_positives(video: torch.Tensor, other_view: torch.Tensor) -> torch.Tensor:
+    """bool [N, N]: (i, j), j != i, where cos(v_i, v_j) > cos(v_i, v_i'). `video` [N, D] holds the first views,
+    `other_view` [N, D] the second views of the same videos (both L2-normalised)."""
+    video, other_view = video.float(), other_view.float()
+    between = video @ video.T
+    own = (video * other_view).sum(-1)
+    latent = between > own[:, None]
+    latent.fill_diagonal_(False)
+    return latent
+
+
+def positive_targets(latent: torch.Tensor, latent_weight: float) -> torch.Tensor:
+    """Targets [N, N]: weight 1 on the true pair, `latent_weight` on each latent positive, rows summing to 1. Row i
+    serves both directions: text i's positives are video i and the videos like it; video i's are text i and the
+    texts of the videos like it."""
+    weights = torch.eye(len(latent), device=latent.device) + latent_weight * latent.float()
+    return weights / weights.sum(-1, keepdim=True)
+
+
+# -- our soft-target reading --------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -54,6 +92,23 @@ def batch_accuracy(sim: torch.Tensor) -> float:
     return float(0.5 * (rows.float().mean() + cols.float().mean())) if n else 0.0
 
 
+# -- marginal sample enhancement ----------------------------------------------------------------------------------
+
+
+def triplet_loss(sim: torch.Tensor, margin: float, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric hardest-negative triplet loss on sim [N, N] (texts x videos, true pairs on the diagonal):
+    mean over texts of max(0, margin - s_ii + max_j s_ij) and over videos of max(0, margin - s_ii + max_j s_ji),
+    j ranging over negatives (not the diagonal, not `positives`)."""
+    excluded = torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+    if positives is not None:
+        excluded = excluded | positives
+    negatives = sim.float().masked_fill(excluded, float("-inf"))
+    true = sim.float().diagonal()
+    hardest_video = negatives.amax(dim=1)  # for each text
+    hardest_text = negatives.amax(dim=0)  # for each video
+    return 0.5 * (F.relu(margin - true + hardest_video).mean() + F.relu(margin - true + hardest_text).mean())
+
+
 @torch.no_grad()
 def margin_log_weights(sim: torch.Tensor, margin: float, weight: float) -> torch.Tensor:
     """log of the denominator weights [N, N] for ranking each row: (1 + weight) for negatives within `margin` of
@@ -64,33 +119,57 @@ def margin_log_weights(sim: torch.Tensor, margin: float, weight: float) -> torch
     return hard.float() * torch.log1p(torch.tensor(weight, device=sim.device))
 
 
+# -- the objective ------------------------------------------------------------------------------------------------
+
+
 def level_loss(sim: torch.Tensor, logit_scale: torch.Tensor, t2v_targets: torch.Tensor, v2t_targets: torch.Tensor,
-               enhance=None) -> torch.Tensor:
+               reweight=None) -> torch.Tensor:
     sim = sim.float()
     logits_t2v, logits_v2t = logit_scale * sim, logit_scale * sim.T
-    if enhance is not None and enhance.enabled:
-        logits_t2v = logits_t2v + margin_log_weights(sim.detach(), enhance.margin, enhance.weight)
-        logits_v2t = logits_v2t + margin_log_weights(sim.detach().T, enhance.margin, enhance.weight)
+    if reweight is not None:
+        logits_t2v = logits_t2v + margin_log_weights(sim.detach(), reweight.margin, reweight.weight)
+        logits_v2t = logits_v2t + margin_log_weights(sim.detach().T, reweight.margin, reweight.weight)
     return 0.5 * (soft_cross_entropy(logits_t2v, t2v_targets) + soft_cross_entropy(logits_v2t, v2t_targets))
 
 
-def retrieval_loss(sims: dict[str, torch.Tensor], weights: dict[str, float], logit_scale: torch.Tensor, *,
-                   text: dict | None = None, video: dict | None = None, objective=None,
-                   progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted sum of per-level losses, and each level's loss (for logging and the NaN guard).
+def _weighted_mean(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    return sum(weights[level] * value for level, value in values.items()) / sum(weights[level] for level in values)
 
-    objective: a ModelParams-like object with `denoise` and `enhance` sections (None: plain InfoNCE).
-    progress: the fraction of training done, in [0, 1] (ramps up the denoising confidence)."""
+
+def retrieval_loss(sims: dict[str, torch.Tensor], weights: dict[str, float], logit_scale: torch.Tensor, *,
+                   objective=None, text: dict | None = None, video: dict | None = None,
+                   second_view: torch.Tensor | None = None, progress: float = 0.0) -> LossResult:
+    """The hierarchical objective of one contrastive batch.
+
+    objective: a ModelParams-like object with `denoise` and `enhance` sections (None: plain InfoNCE per level).
+    second_view: [N, D] video tokens of each video's second view (two-view denoising), without gradients.
+    progress: the fraction of training done, in [0, 1] (ramps up the soft-target confidence)."""
     n = next(iter(sims.values())).shape[0]
     eye = torch.eye(n, device=logit_scale.device, dtype=torch.float32)
     t2v_targets = v2t_targets = eye
+    latent, stats = None, {}
     denoise = getattr(objective, "denoise", None)
-    if denoise is not None and denoise.enabled and text is not None and video is not None:
+    enhance = getattr(objective, "enhance", None)
+    method = denoise.method if denoise is not None else "none"
+    if method == "two_view":
+        if second_view is None or video is None:
+            raise ValueError("two-view denoising needs the video tokens of both views")
+        latent = latent_positives(video["video"].detach(), second_view)
+        t2v_targets = v2t_targets = positive_targets(latent, denoise.latent_weight)
+        stats["latent_positives"] = float(latent.sum()) / n
+    elif method == "soft_targets":
         combined = sum(weights[level] * sim.detach().float() for level, sim in sims.items())
         confidence = denoise.max_confidence * min(1.0, max(0.0, progress)) * batch_accuracy(combined)
         t2v_targets = denoised_targets(video["video"], confidence, denoise.temperature)
         v2t_targets = denoised_targets(text["sentence"], confidence, denoise.temperature)
-    enhance = getattr(objective, "enhance", None)
-    parts = {level: level_loss(sim, logit_scale, t2v_targets, v2t_targets, enhance) for level, sim in sims.items()}
-    total = sum(weights[level] * loss for level, loss in parts.items()) / sum(weights[level] for level in parts)
-    return total, parts
+    reweight = enhance if enhance is not None and enhance.method == "reweight" else None
+    parts = {level: level_loss(sim, logit_scale, t2v_targets, v2t_targets, reweight) for level, sim in sims.items()}
+    total = _weighted_mean(parts, weights)
+    if enhance is not None and enhance.method == "triplet":
+        if enhance.scope == "final":
+            triplet = triplet_loss(_weighted_mean(sims, weights), enhance.margin, latent)
+        else:
+            triplet = _weighted_mean({lv: triplet_loss(s, enhance.margin, latent) for lv, s in sims.items()}, weights)
+        parts["triplet"] = triplet
+        total = total + enhance.weight * triplet
+    return LossResult(total, parts, stats)

@@ -1,4 +1,5 @@
-"""Where every artifact lives under the data root. The Snakefile and dvc.yaml spell the same paths (a test checks)."""
+"""Where every artifact lives under the data root: the one place that spells a path (hcmi/pipeline.py declares the
+steps with these paths, so the Snakefile and dvc.yaml use them too)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ class Layout:
     def weights_manifest(self) -> Path:
         return self.weights() / "backbone.json"
 
+    def weights_store(self) -> Path:
+        """Fetched open_clip weights, as plain state dicts."""
+        return self.weights() / "files"
+
     # frame cache
     def frames(self, dataset: str, split: str) -> Path:
         return self.root / "frames" / dataset / split
@@ -56,6 +61,9 @@ class Layout:
     def train_log(self, dataset: str, model: str, seed: int) -> Path:
         return self.run(dataset, model, seed) / "train_log.csv"
 
+    def val_log(self, dataset: str, model: str, seed: int) -> Path:
+        return self.run(dataset, model, seed) / "val_log.csv"
+
     def train_state(self, dataset: str, model: str, seed: int) -> Path:
         """Working state (last.pt, best.pt): kept across interrupted runs, so training resumes."""
         return self.run(dataset, model, seed) / "state"
@@ -76,9 +84,23 @@ class Layout:
     def metrics(self, dataset: str, model: str) -> Path:
         return self.results(dataset, model) / "metrics.json"
 
+    def curves(self, dataset: str, model: str) -> Path:
+        """Every seed's training and validation curves, collected for the reports."""
+        return self.results(dataset, model) / "curves.csv"
+
     # reports
     def report(self, dataset: str) -> Path:
         return self.root / "reports" / f"{dataset}.html"
 
+    def report_notebook(self, dataset: str) -> Path:
+        return self.report(dataset).with_suffix(".ipynb")
+
     def index_report(self) -> Path:
         return self.root / "reports" / "index.html"
+
+    def index_notebook(self) -> Path:
+        return self.index_report().with_suffix(".ipynb")
+
+    def results_summary(self) -> Path:
+        """The results tables as Markdown (what the README's results section is made from)."""
+        return self.root / "reports" / "results.md"

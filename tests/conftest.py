@@ -37,30 +37,43 @@ def tiny_params_dict() -> dict:
 
 @pytest.fixture
 def tiny_params():
-    from hcmi.config import from_dict
+    from hcmi.steps.common import validate_params
+    from hcmi.config import Params
 
-    return from_dict(tiny_params_dict())
+    raw = tiny_params_dict()
+    validate_params(raw, "tiny params")
+    return Params(raw, "tiny params")
+
+
+def tiny_params_from(raw: dict):
+    """Validated parameters from a dict (unrestricted: tests call step functions directly)."""
+    from hcmi.config import Params
+    from hcmi.steps.common import validate_params
+
+    validate_params(raw, "test params")
+    return Params(raw, "test params")
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    """The tiny synthetic benchmark, generated, parsed and sampled once per session (read-only for tests)."""
-    from hcmi.config import from_dict
-    from hcmi.data import videos
-    from hcmi.data.annotations import parse, split_table
-    from hcmi.data.download import fetch
-    from hcmi.data.frames import Sampling, sample_split
-    from hcmi.files import write_table
+    """The tiny synthetic benchmark, generated, parsed and sampled once per session by the steps' own functions
+    (read-only for tests)."""
     from hcmi.paths import Layout
+    from hcmi.steps import download, parse, sample
 
-    params = from_dict(tiny_params_dict())
+    params = tiny_params_from(tiny_params_dict())
     layout = Layout(tmp_path_factory.mktemp("tiny") / "data")
-    fetch("synthetic", params, layout.raw("synthetic"), workers=2)
-    table = parse("synthetic", layout.source("synthetic"))
-    write_table(layout.annotations("synthetic"), table)
-    sampling = Sampling(params.dataset("synthetic").max_frames, params.frames.image_size)
+    download.run(params, layout, "synthetic")
+    parse.run(params, layout, "synthetic")
     for split in ("train", "val", "test"):
-        ids = list(dict.fromkeys(split_table(table, split)["video_id"]))
-        pairs, _ = videos.match(ids, layout.videos("synthetic"))
-        sample_split(pairs, layout.frames("synthetic", split), sampling, params.frames.shard_size, 0.0)
+        sample.run(params, layout, "synthetic", split)
     return params, layout
+
+
+def linked_root(tmp_path: Path, layout, name: str = "data") -> Path:
+    """A fresh data root whose raw data, frame caches and weights record are the session's tiny benchmark."""
+    root = tmp_path / name
+    root.mkdir()
+    for sub in ("raw", "frames"):
+        (root / sub).symlink_to(layout.root / sub)
+    return root

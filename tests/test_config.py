@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from hcmi.config import ConfigError, deep_merge, from_dict, load, parse_setting
+from hcmi.config import ConfigError, UndeclaredParameter, deep_merge, from_dict, load, parse_setting
 from hcmi.files import fingerprint
 
 from conftest import REPO, tiny_params_dict
@@ -13,8 +13,10 @@ from conftest import REPO, tiny_params_dict
 def test_shipped_params_are_valid():
     params = load([REPO / "params.yaml"])
     assert params.datasets == ["synthetic"]
-    assert set(params.models) <= set(params.raw["variants"])
+    assert set(params.models) <= set(params.variants.keys())
     assert params.variant("baseline").head == "meanp"
+    for paper in (["config/paper.yaml"], ["config/paper.yaml", "config/paper-b32.yaml"]):
+        load([REPO / "params.yaml", *(REPO / p for p in paper)])
 
 
 def test_misspelled_key_is_named_with_a_suggestion():
@@ -53,6 +55,10 @@ def test_cross_references_are_checked():
     raw["datasets"] = ["msrvtt-typo"]
     with pytest.raises(ConfigError, match="msrvtt-typo"):
         from_dict(raw)
+    raw = tiny_params_dict()
+    raw["data"]["ucf101"] = raw["data"]["msrvtt"]
+    with pytest.raises(ConfigError, match="data.ucf101': unknown dataset"):
+        from_dict(raw, known_datasets=["synthetic", "msrvtt", "msvd", "lsmdc", "didemo", "activitynet"])
 
 
 def test_settings_and_files_merge_in_order(tmp_path):
@@ -105,3 +111,45 @@ def test_strings_from_the_snakemake_command_line_become_what_the_schema_wants():
     assert fixed["backbone"]["pretrained"] is None and fixed["data"]["synthetic"]["source"]["event_seconds"] == 0.5
     assert fixed["backbone"]["name"] == raw["backbone"]["name"] and fixed["datasets"] == raw["datasets"]
     from_dict(fixed)
+
+
+def test_a_step_reading_an_undeclared_parameter_fails():
+    params = from_dict(tiny_params_dict()).restrict(["train", "data.synthetic.max_words", "eval.batch_size"], "train")
+    assert params.train.lr == tiny_params_dict()["train"]["lr"]
+    assert params.dataset("synthetic").max_words == 32 and params.get("eval.batch_size") == 16
+    with pytest.raises(UndeclaredParameter, match="step 'train' read parameter 'eval.top_k'"):
+        params.eval.top_k
+    with pytest.raises(UndeclaredParameter, match="'eval'"):
+        params.eval.to_dict()  # a whole section needs the whole section declared
+    with pytest.raises(UndeclaredParameter, match="'data.synthetic.max_frames'"):
+        params.dataset("synthetic").max_frames
+    with pytest.raises(UndeclaredParameter):
+        params.to_dict()
+    assert params.declared_values() == {"train": tiny_params_dict()["train"], "data.synthetic.max_words": 32,
+                                        "eval.batch_size": 16}
+
+
+def test_every_pipeline_step_reads_only_what_it_declares(tiny_data, tmp_path):
+    """Each step function runs on a view restricted to its declared keys (as the command line gives it): any read of
+    another key would raise. The workflow end-to-end tests run every step this way too."""
+    from hcmi.pipeline import STEP
+    from hcmi.paths import Layout
+    from hcmi.steps import evaluate, summarize, train
+
+    from conftest import linked_root
+
+    params, layout = tiny_data
+    run_layout = Layout(linked_root(tmp_path, layout))
+
+    def view(step, **values):
+        return params.restrict(STEP[step].declared_params(**values), step)
+
+    train.run(view("train", dataset="synthetic", model="baseline", seed=0), run_layout, "synthetic", "baseline", 0)
+    evaluate.run(view("evaluate", dataset="synthetic", model="baseline", seed=0), run_layout, "synthetic", "baseline",
+                 0)
+    summary = summarize.run(view("summarize", dataset="synthetic", model="baseline"), run_layout, "synthetic",
+                            "baseline")
+    assert summary["seeds"] == [0]
+    narrower = params.restrict([k for k in STEP["evaluate"].params if k != "eval"] + ["eval.batch_size"], "evaluate")
+    with pytest.raises(UndeclaredParameter, match="eval.block_memory_mb|eval.dsl|eval.top_k"):
+        evaluate.run(narrower, run_layout, "synthetic", "baseline", 0)

@@ -8,15 +8,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_params_dict
+from conftest import linked_root, tiny_params_dict, tiny_params_from
 
+from hcmi import checkpoints
 
-def run_root(tmp_path, name, layout):
-    root = tmp_path / name
-    root.mkdir()
-    for sub in ("raw", "frames"):
-        (root / sub).symlink_to(layout.root / sub)
-    return root
+TIMEOUT_S = 600
 
 
 def train_command(params_file, root):
@@ -30,18 +26,19 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
     raw["train"].update(epochs=2, batch_size=16, log_every=1)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
-    single, ddp = run_root(tmp_path, "single", layout), run_root(tmp_path, "ddp", layout)
+    single, ddp = linked_root(tmp_path, layout, "single"), linked_root(tmp_path, layout, "ddp")
 
-    one = subprocess.run([sys.executable, *train_command(params_file, single)], capture_output=True, text=True)
+    one = subprocess.run([sys.executable, *train_command(params_file, single)], capture_output=True, text=True,
+                         timeout=TIMEOUT_S)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          *train_command(params_file, ddp)], capture_output=True, text=True)
+                          *train_command(params_file, ddp)], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert two.returncode == 0, two.stderr[-5000:]
     assert "2 process(es)" in two.stderr
 
     run_dir = "checkpoints/synthetic/hcmi/seeds/0"
-    a = torch.load(single / run_dir / "model.pt", weights_only=False)
-    b = torch.load(ddp / run_dir / "model.pt", weights_only=False)
+    a = checkpoints.load(single / run_dir / "model.pt")
+    b = checkpoints.load(ddp / run_dir / "model.pt")
     assert a["step"] == b["step"] and a["selected"] == b["selected"]
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-3, atol=2e-4, msg=key)
@@ -51,23 +48,22 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
 
 
 def test_more_gpus_than_present_is_a_clear_error(tiny_data, tmp_path):
-    from hcmi.config import from_dict
-    from hcmi.train import TrainingError, train_run
+    from hcmi.steps import train
+    from hcmi.trainer import TrainingError
 
     raw = tiny_params_dict()
     raw["compute"]["train_gpus"] = 4
-    params, layout = from_dict(raw), tiny_data[1]
+    params, layout = tiny_params_from(raw), tiny_data[1]
     with pytest.raises(TrainingError, match="compute.train_gpus=4"):
-        train_run(params, "synthetic", "hcmi", 0, layout)
+        train.run(params, layout, "synthetic", "hcmi", 0)
 
 
 def test_several_gpus_relaunch_the_same_command_under_torchrun(monkeypatch, tiny_data):
-    from hcmi import train as train_module
-    from hcmi.config import from_dict
+    from hcmi.steps import train as train_module
 
     raw = tiny_params_dict()
     raw["compute"]["train_gpus"] = 2
-    params, layout = from_dict(raw), tiny_data[1]
+    params, layout = tiny_params_from(raw), tiny_data[1]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -80,6 +76,6 @@ def test_several_gpus_relaunch_the_same_command_under_torchrun(monkeypatch, tiny
 
     monkeypatch.setattr(train_module.os, "execv", fake_execv)
     with pytest.raises(SystemExit):
-        train_module.train_run(params, "synthetic", "hcmi", 0, layout)
+        train_module.run(params, layout, "synthetic", "hcmi", 0)
     assert executed["argv"][1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     assert executed["argv"][6:] == ["hcmi.cli", "train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"]

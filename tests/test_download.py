@@ -286,7 +286,8 @@ def test_weights_are_saved_once_and_then_loaded_without_the_hub(tmp_path, fake_h
 
     import torch
 
-    from hcmi.model.backbone import create_backbone, weights_file
+    from hcmi.model import create_backbone
+    from hcmi.weights import load_backbone_weights, weights_file
 
     assert weights_command(tmp_path, "fixture") == 0
     saved = weights_file("hcmi-tiny", "fixture", tmp_path / "weights")
@@ -295,24 +296,40 @@ def test_weights_are_saved_once_and_then_loaded_without_the_hub(tmp_path, fake_h
     assert record["kind"] == "open_clip pretrained tag" and record["file"] == str(saved) and len(record["sha256"]) == 64
     fake_hub.clear()
     assert weights_command(tmp_path, "fixture") == 0 and fake_hub == [], "a second run fetches nothing"
-    loaded = create_backbone("hcmi-tiny", "fixture", weights_dir=tmp_path / "weights")
+    loaded = create_backbone("hcmi-tiny", load_backbone_weights("hcmi-tiny", "fixture", tmp_path / "weights"))
     assert "fixture" not in fake_hub, "the local file is used, not the hub"
-    reference = torch.load(saved, weights_only=True)["state_dict"]
+    reference = torch.load(saved, weights_only=True)
     assert all(torch.equal(loaded.clip.state_dict()[k], v) for k, v in reference.items())
     assert not torch.equal(create_backbone("hcmi-tiny").clip.state_dict()["text_projection"],
                            reference["text_projection"]), "random init differs from the saved weights"
 
 
 def test_offline_without_the_weights_file_says_how_to_get_it(tmp_path, fake_hub):
-    from hcmi.model.backbone import BackboneError, create_backbone
+    from hcmi.weights import WeightsError, load_backbone_weights
 
-    with pytest.raises(BackboneError) as error:
-        create_backbone("hcmi-tiny", "openai", weights_dir=tmp_path / "weights")
+    with pytest.raises(WeightsError) as error:
+        load_backbone_weights("hcmi-tiny", "openai", tmp_path / "weights")
     message = str(error.value)
     assert str(tmp_path / "weights/files/hcmi-tiny__openai.pt") in message and "hcmi weights" in message
-    with pytest.raises(BackboneError, match="weights file .*missing.pt not found"):
-        create_backbone("hcmi-tiny", str(tmp_path / "missing.pt"))
+    with pytest.raises(WeightsError, match="weights file .*missing.pt not found"):
+        load_backbone_weights("hcmi-tiny", str(tmp_path / "missing.pt"), tmp_path / "weights")
     assert weights_command(tmp_path, "openai") == 1, "the weights step fails offline, naming what to do"
+
+
+def test_a_weights_file_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    from hcmi.weights import WeightsError, read_state_dict
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"visual.proj": Payload()}))
+    with pytest.raises(WeightsError, match="loads without running code"):
+        read_state_dict(path)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_random_initialisation_and_local_files_are_recorded_without_fetching(tmp_path, fake_hub):

@@ -5,11 +5,10 @@ CPU machines); `bash bench/gpu_check.sh run` runs them on a GPU machine."""
 import pytest
 import torch
 
-from hcmi.config import from_dict
-from hcmi.evaluate import level_similarity_matrices
+from hcmi.scoring import level_similarity_matrices
 from hcmi.losses import retrieval_loss
 
-from conftest import tiny_params_dict
+from conftest import tiny_params_dict, tiny_params_from
 from test_model import TEXTS, batch, make
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -53,7 +52,7 @@ def test_blocked_evaluation_on_gpu_equals_cpu(memory_mb):
 def test_bf16_autocast_step_matches_float32(variant):
     model, tok = make(variant)
     model = model.cuda()
-    objective = from_dict(tiny_params_dict()).variant(variant)
+    objective = tiny_params_from(tiny_params_dict()).variant(variant)
     frames, mask = (x.cuda() for x in batch())
     tokens = tok(TEXTS).cuda()
 
@@ -61,9 +60,11 @@ def test_bf16_autocast_step_matches_float32(variant):
         model.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             video, text = model(frames, mask, tokens)
+            with torch.no_grad():
+                second = model.encode_video(frames.flip(1), mask)["video"] if objective.two_views else None
             sims = model.level_similarities(text, video)
-            loss, _ = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
-                                     objective=objective, progress=0.5)
+            loss = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
+                                  second_view=second, objective=objective, progress=0.5).total
         loss.backward()
         grads = [p.grad.detach().float().clone() for p in model.parameters() if p.grad is not None]
         return loss.detach().float(), grads

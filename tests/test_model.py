@@ -1,14 +1,15 @@
 import pytest
 import torch
 
-from hcmi.config import from_dict, model_params
-from hcmi.losses import denoised_targets, margin_log_weights, retrieval_loss, symmetric_info_nce
+from hcmi.config import model_params
+from hcmi.losses import (denoised_targets, latent_positives, margin_log_weights, positive_targets, retrieval_loss,
+                         soft_cross_entropy, symmetric_info_nce, triplet_loss)
 from hcmi.model import build_model, create_backbone
+from hcmi.model.aggregation import CLUSTERING, AdaptiveClustering, AttentionAggregation, uniform_assignment
 from hcmi.model.backbone import tokenizer
-from hcmi.model.hierarchy import AdaptiveClustering, METHODS, uniform_assignment
 from hcmi.model.similarity import cosine, max_mean
 
-from conftest import tiny_params_dict
+from conftest import tiny_params_dict, tiny_params_from
 
 TEXTS = ["a red circle moves left, then a blue square grows",
          "first a green triangle sinks, and then the white box goes right",
@@ -16,8 +17,10 @@ TEXTS = ["a red circle moves left, then a blue square grows",
          "the blue diamond expands after a red square moves up"]
 
 
-def make(variant: str, seed: int = 0):
-    params = from_dict(tiny_params_dict())
+def make(variant: str, seed: int = 0, **model_overrides):
+    raw = tiny_params_dict()
+    raw["variants"][variant] = {**raw["variants"][variant], **model_overrides}
+    params = tiny_params_from(raw)
     torch.manual_seed(seed)
     model = build_model(params.variant(variant), create_backbone(params.backbone.name))
     return model, tokenizer(params.backbone.name, 32)
@@ -74,7 +77,7 @@ def test_padding_words_never_change_a_score(variant):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CLUSTERING)
 def test_clustering_assigns_every_valid_token_and_no_padding(method):
     torch.manual_seed(0)
     clustering = AdaptiveClustering(16, clusters=4, method=method)
@@ -130,38 +133,116 @@ def test_identical_inputs_score_maximally_at_every_level():
             assert (self_sim <= self_sim.diagonal()[:, None] + 1e-5).all()
 
 
-def test_losses_are_finite_and_drop_when_overfitting_a_batch():
-    model, tok = make("hcmi")
-    params = from_dict(tiny_params_dict()).variant("hcmi")
+def objective_loss(model, objective, frames, mask, tokens, progress=0.5):
+    video, text = model.encode_video(frames, mask), model.encode_text(tokens)
+    with torch.no_grad():
+        second = model.encode_video(frames.flip(1), mask)["video"] if objective.two_views else None
+    return retrieval_loss(model.level_similarities(text, video), model.level_weights(), model.logit_scale,
+                          text=text, video=video, second_view=second, objective=objective, progress=progress)
+
+
+@pytest.mark.parametrize("aggregation", ["attention", "density_peak"])
+def test_losses_are_finite_and_drop_when_overfitting_a_batch(aggregation):
+    model, tok = make("hcmi", aggregation=aggregation)
+    objective = tiny_params_from(tiny_params_dict()).variant("hcmi")
     frames, mask = batch()
     tokens = tok(TEXTS)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(25):
-        video, text = model.encode_video(frames, mask), model.encode_text(tokens)
-        loss, parts = retrieval_loss(model.level_similarities(text, video), model.level_weights(), model.logit_scale,
-                                     text=text, video=video, objective=params, progress=step / 25)
-        assert torch.isfinite(loss) and all(torch.isfinite(p) for p in parts.values())
+        result = objective_loss(model, objective, frames, mask, tokens, step / 25)
+        assert torch.isfinite(result.total) and all(torch.isfinite(p) for p in result.parts.values())
         optimizer.zero_grad()
-        loss.backward()
+        result.total.backward()
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(result.total.item())
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_gradients_reach_the_backbone_and_every_head():
-    model, tok = make("hcmi")
-    params = from_dict(tiny_params_dict()).variant("hcmi")
+@pytest.mark.parametrize("aggregation, heads", [
+    ("attention", ("clip_aggregation.queries", "clip_aggregation.mix.in_proj_weight",
+                   "clip_aggregation.feed_forward.0.weight", "video_token.layer.queries",
+                   "phrase_aggregation.merge.out_proj.weight", "sentence_token.layer.feed_forward.2.weight")),
+    ("density_peak", ("clip_aggregation.score.weight", "phrase_aggregation.score.weight",
+                      "video_token.layer.score.weight", "sentence_token.layer.score.weight")),
+])
+def test_gradients_reach_every_parameter(aggregation, heads):
+    model, tok = make("hcmi", aggregation=aggregation)
+    objective = tiny_params_from(tiny_params_dict()).variant("hcmi")
     frames, mask = batch()
-    video, text = model.encode_video(frames, mask), model.encode_text(tok(TEXTS))
-    loss, _ = retrieval_loss(model.level_similarities(text, video), model.level_weights(), model.logit_scale,
-                             text=text, video=video, objective=params, progress=0.5)
-    loss.backward()
+    objective_loss(model, objective, frames, mask, tok(TEXTS)).total.backward()
+    named = dict(model.named_parameters())
     for name in ("backbone.clip.visual.conv1.weight", "backbone.clip.token_embedding.weight",
-                 "backbone.clip.logit_scale", "temporal.positions", "clip_clustering.score.weight",
-                 "phrase_clustering.score.weight", "video_pool.score.weight"):
-        grad = dict(model.named_parameters())[name].grad
+                 "backbone.clip.logit_scale", "temporal.positions") + heads:
+        grad = named[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+    unused = [name for name, p in named.items() if p.grad is None and not name.startswith("backbone.")]
+    assert not unused, f"head parameters without gradient (DDP would fail): {unused}"
+
+
+def test_attention_aggregation_gives_k_tokens_and_ignores_padding():
+    torch.manual_seed(0)
+    layer = AttentionAggregation(16, outputs=3).eval()
+    x = torch.randn(2, 7, 16)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    tokens, out_mask, assignment = layer(x, mask)
+    assert tokens.shape == (2, 3, 16) and out_mask.all()
+    assert (assignment[~mask] == -1).all() and ((assignment[mask] >= 0) & (assignment[mask] < 3)).all()
+    noisy = x.clone()
+    noisy[~mask] = torch.randn_like(noisy[~mask]) * 100  # padding content
+    longer = torch.cat([x, torch.randn(2, 5, 16)], dim=1)  # padded length
+    longer_mask = torch.cat([mask, torch.zeros(2, 5, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(noisy, mask)[0], tokens, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer(longer, longer_mask)[0], tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_latent_positives_mark_a_copy_and_not_a_different_video():
+    torch.manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    video = base.clone()
+    video[1] = base[0]  # video 1 shows what video 0 shows
+    other_view = torch.nn.functional.normalize(video + 0.3 * torch.randn(4, 8), dim=-1)  # a noisier second view
+    latent = latent_positives(video, other_view)
+    assert latent[0, 1] and latent[1, 0], "a copy is closer than the video's own second view"
+    assert not latent[0, 2] and not latent[0, 3] and not latent.diagonal().any()
+
+
+def test_loss_with_a_latent_positive_equals_a_hand_computed_value():
+    sim = torch.tensor([[0.9, 0.8, 0.1], [0.7, 0.95, 0.2], [0.0, 0.1, 0.6]])
+    latent = torch.tensor([[False, True, False], [False, False, False], [False, False, False]])
+    targets = positive_targets(latent, latent_weight=1.0)
+    torch.testing.assert_close(targets[0], torch.tensor([0.5, 0.5, 0.0]))
+    scale = torch.tensor(10.0)
+    by_hand_row0 = -0.5 * (torch.log_softmax(10 * sim[0], -1)[0] + torch.log_softmax(10 * sim[0], -1)[1])
+    t2v = soft_cross_entropy(10 * sim, targets)
+    expected_t2v = (by_hand_row0 - torch.log_softmax(10 * sim[1], -1)[1] - torch.log_softmax(10 * sim[2], -1)[2]) / 3
+    torch.testing.assert_close(t2v, expected_t2v)
+    objective = model_params({**tiny_params_dict()["model"], "enhance": {"method": "none", "margin": 0, "weight": 0,
+                                                                          "scope": "final"}})
+    video = {"video": torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]), dim=-1)}
+    second = torch.nn.functional.normalize(torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]]), dim=-1)
+    result = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=objective, video=video,
+                            second_view=second)
+    found = latent_positives(video["video"], second)
+    assert found[0, 1] and found[1, 0] and found.sum() == 2 and result.stats["latent_positives"] == pytest.approx(2 / 3)
+    targets = positive_targets(found, 1.0)
+    expected = 0.5 * (soft_cross_entropy(10 * sim, targets) + soft_cross_entropy(10 * sim.T, targets))
+    torch.testing.assert_close(result.total, expected)
+
+
+def test_triplet_enhancement_equals_a_hand_computed_value_and_vanishes_beyond_the_margin():
+    sim = torch.tensor([[0.9, 0.5, 0.2], [0.85, 0.6, 0.1], [0.0, 0.3, 0.7]])
+    # texts: hardest negative video of text0 0.5, text1 0.85, text2 0.3; videos: hardest negative text of video0
+    # 0.85, video1 0.5, video2 0.2
+    texts = [max(0, 0.2 - 0.9 + 0.5), max(0, 0.2 - 0.6 + 0.85), max(0, 0.2 - 0.7 + 0.3)]
+    videos = [max(0, 0.2 - 0.9 + 0.85), max(0, 0.2 - 0.6 + 0.5), max(0, 0.2 - 0.7 + 0.2)]
+    expected = 0.5 * (sum(texts) / 3 + sum(videos) / 3)
+    torch.testing.assert_close(triplet_loss(sim, 0.2), torch.tensor(expected))
+    far = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.1], [0.2, 0.0, 0.9]])
+    assert triplet_loss(far, 0.2).item() == 0.0
+    positives = torch.tensor([[False, False, False], [True, False, False], [False, False, False]])
+    assert triplet_loss(sim, 0.2, positives) < triplet_loss(sim, 0.2), "a latent positive is no negative"
 
 
 def test_denoising_moves_target_mass_only_to_near_duplicates():
@@ -176,13 +257,13 @@ def test_marginal_negatives_get_extra_weight():
     sim = torch.tensor([[0.8, 0.75, 0.1], [0.2, 0.5, 0.9], [0.0, 0.0, 0.3]])
     weights = margin_log_weights(sim, margin=0.1, weight=1.0).exp()
     assert weights.tolist() == [[1.0, 2.0, 1.0], [1.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
-    # with enhancement off, the loss is CLIP's symmetric InfoNCE
-    plain = model_params({**tiny_params_dict()["model"], "denoise": {"enabled": False, "max_confidence": 0,
-                                                                     "temperature": 1},
-                          "enhance": {"enabled": False, "margin": 0, "weight": 0}})
+    # with both refinements off, the loss is CLIP's symmetric InfoNCE
+    plain = model_params({**tiny_params_dict()["model"],
+                          "denoise": {"method": "none", "latent_weight": 1, "max_confidence": 0, "temperature": 1},
+                          "enhance": {"method": "none", "margin": 0, "weight": 0, "scope": "final"}})
     scale = torch.tensor(10.0)
-    loss, _ = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=plain)
-    torch.testing.assert_close(loss, symmetric_info_nce(sim, scale))
+    result = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=plain)
+    torch.testing.assert_close(result.total, symmetric_info_nce(sim, scale))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

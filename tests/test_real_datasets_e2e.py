@@ -49,14 +49,16 @@ def test_paper_config_plans_every_step_for_the_five_datasets_without_data(tmp_pa
 
 
 def test_published_figures_name_their_source_and_backbone():
-    from hcmi.published import T2V_R1, published
+    from hcmi.report.published import T2V_R1, published
 
     for dataset in DATASETS:
         for head in ("meanp", "hcmi"):
-            r1, backbone, source = published(dataset, head, "ViT-B-32-quickgelu")
-            assert 0 < r1 < 100 and backbone and "arXiv" in source
+            figure = published(dataset, head, "ViT-B-32-quickgelu")
+            assert 0 < figure.r1 < 100 and figure.backbone and "arXiv" in figure.source
+            assert figure.protocol == ("DSL" if head == "hcmi" else "plain"), "HCMI's figures are with DSL"
     clip4clip_meanp_vit_b32 = {"msrvtt": 43.1, "msvd": 46.2, "lsmdc": 20.7, "didemo": 43.4, "activitynet": 40.5}
-    assert {d: published(d, "meanp", "ViT-B-32")[0] for d in DATASETS} == clip4clip_meanp_vit_b32
+    assert {d: published(d, "meanp", "ViT-B-32").r1 for d in DATASETS} == clip4clip_meanp_vit_b32
+    assert not published("lsmdc", "meanp", "ViT-B-32").verified, "no source was checked for this one: unverified"
     assert published("msrvtt", "meanp", "ViT-B-16") is None, "no ViT-B/16 meanP figure is recorded: missing"
     assert published("synthetic", "hcmi", "hcmi-tiny") is None
     assert set(T2V_R1) == set(DATASETS)
@@ -121,14 +123,14 @@ def test_every_step_runs_for_the_five_datasets(real_run):
     workdir, _ = real_run
     for dataset in DATASETS:
         for log in (f"download/{dataset}", f"parse/{dataset}", f"sample/{dataset}-test", f"train/{dataset}-baseline-0",
-                    f"evaluate/{dataset}-baseline-0", f"summarize/{dataset}-baseline", f"report/{dataset}"):
+                    f"evaluate/{dataset}-baseline-0", f"summarize/{dataset}-baseline", f"dataset_report/{dataset}"):
             assert (workdir / "logs" / f"{log}.log").exists(), log
         assert (workdir / f"data/reports/{dataset}.html").stat().st_size > 0
         manifest = json.loads((workdir / f"data/raw/{dataset}/manifest.json").read_text())
         assert any(name.startswith("videos/") for name in manifest["files"])
     index = (workdir / "data/reports/index.html").read_text()
     assert all(dataset in index for dataset in DATASETS)
-    assert "missing" in index, "no published figure was measured with the test backbone, and none is made up"
+    assert "43.1" not in index, "no published figure was measured with the test backbone, and none is made up"
 
 
 @pytest.mark.slow

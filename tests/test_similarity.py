@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hcmi.evaluate import block_sizes, level_similarity_matrices
+from hcmi.scoring import block_sizes, level_similarity_matrices
 from hcmi.model import similarity
 from hcmi.model.similarity import max_mean
 

@@ -1,6 +1,6 @@
 """hcmi sync's plan: which DVC stages Snakemake may consider done, and which must re-run."""
 
-from hcmi.sync import plan
+from hcmi.steps.sync import plan
 
 
 def test_changed_stages_and_everything_downstream_are_not_marked_done():

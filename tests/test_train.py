@@ -1,6 +1,8 @@
-"""Training runs: outputs, resume after a kill, the NaN guard, and evaluation of the result."""
+"""Training runs: outputs, exact resume after a kill (after a validation, HCMI and the baseline), the NaN guard,
+evaluation of the result, and checkpoints that load without running code."""
 
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -11,7 +13,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_params_dict
+from conftest import linked_root, tiny_params_dict, tiny_params_from
+
+from hcmi import checkpoints
 
 
 def write_params(tmp_path, **train):
@@ -28,54 +32,68 @@ def hcmi(args, params_file, data_root, **kwargs):
                             **kwargs)
 
 
-def test_train_and_evaluate_write_every_output(tiny_data, tmp_path):
-    from hcmi.config import from_dict
-    from hcmi.evaluate import evaluate_run
+def test_train_and_evaluate_write_every_output_with_provenance(tiny_data, tmp_path):
     from hcmi.paths import Layout
-    from hcmi.train import train_run
+    from hcmi.steps import evaluate, train
 
     params, layout = tiny_data
-    run_layout = Layout(tmp_path / "data")
-    (tmp_path / "data").mkdir()
-    for sub in ("raw", "frames"):
-        (tmp_path / "data" / sub).symlink_to(layout.root / sub)
-    train_run(params, "synthetic", "hcmi", 0, run_layout)
+    run_layout = Layout(linked_root(tmp_path, layout))
+    train.run(params, run_layout, "synthetic", "hcmi", 0)
     run_dir = run_layout.run("synthetic", "hcmi", 0)
-    checkpoint = torch.load(run_dir / "model.pt", weights_only=False)
+    checkpoint = checkpoints.load(run_dir / "model.pt")
     assert checkpoint["variant"] == "hcmi" and checkpoint["selected"] in ("best", "last")
+    record = checkpoint["provenance"]
+    assert {"code", "params", "data", "environment", "runtime"} <= set(record)
+    assert len(record["code"]["package_sha256"]) == 64 and len(record["code"]["step_code_sha256"]) == 64
+    assert record["runtime"]["threads"] == params.compute.train_threads and record["runtime"]["wall_time_s"] > 0
+    assert torch.__version__.startswith(record["environment"]["libraries"]["torch"])
+    assert record["data"]["annotations"] and record["data"]["train_frames"]
     log = pd.read_csv(run_dir / "train_log.csv")
-    assert {"step", "epoch", "loss", "loss_video_sentence", "loss_clip_phrase", "loss_frame_word", "lr",
-            "samples_per_s"} <= set(log.columns)
+    assert {"step", "epoch", "loss", "loss_video_sentence", "loss_clip_phrase", "loss_frame_word", "loss_triplet",
+            "latent_positives", "lr", "samples_per_s"} <= set(log.columns)
     assert len(pd.read_csv(run_dir / "val_log.csv")) >= 1
-    result = evaluate_run(params, "synthetic", "hcmi", 0, run_layout)
-    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "levels", "hard_distractors", "counts"}
+    result = evaluate.run(params, run_layout, "synthetic", "hcmi", 0)
+    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "levels", "hard_distractors", "counts", "provenance",
+                           "model_provenance"}
     assert result["counts"]["videos"] == 16 and result["hard_distractors"]["pairs"] == 16
     rankings = pd.read_parquet(run_layout.rankings("synthetic", "hcmi", 0))
     assert len(rankings) == 16 and len(rankings.loc[0, "top_videos"]) == params.eval.top_k
-    assert json.loads(run_layout.seed_metrics("synthetic", "hcmi", 0).read_text())["t2v"] == result["t2v"]
+    stored = json.loads(run_layout.seed_metrics("synthetic", "hcmi", 0).read_text())
+    assert stored["t2v"] == result["t2v"] and stored["provenance"]["params"]["values"] == result["provenance"][
+        "params"]["values"]
 
 
-def test_killed_training_resumes_from_last_checkpoint_and_ends_identically(tiny_data, tmp_path):
-    params, layout = tiny_data
-    params_file = write_params(tmp_path, epochs=6, checkpoint_every=2)
-    roots = {}
-    for name in ("interrupted", "straight"):
-        root = tmp_path / name
-        root.mkdir()
-        for sub in ("raw", "frames"):
-            (root / sub).symlink_to(layout.root / sub)
-        roots[name] = root
-    args = ["train", "--dataset", "synthetic", "--model", "baseline", "--seed", "0"]
-    state = roots["interrupted"] / "checkpoints/synthetic/baseline/seeds/0/state/last.pt"
-    straight = hcmi(args, params_file, roots["straight"])  # the uninterrupted reference, side by side
-    proc = hcmi(args, params_file, roots["interrupted"])
-    deadline = time.time() + 120
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
+def kill_mid_training(args, params_file, root, state, after_validation: bool):
+    """Start training, kill it (SIGKILL) once last.pt exists and, if asked, after the first validation."""
+    proc = hcmi(args, params_file, root)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists():
+            try:
+                saved = checkpoints.load(state, "state")
+            except checkpoints.CheckpointError:
+                saved = None  # caught between write and rename: look again
+            if saved and (saved["val_rows"] or not after_validation):
+                break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = torch.load(state, weights_only=False)
-    assert not saved["finished"] and saved["step"] > 0, "the kill must land mid-training"
+    proc.wait(timeout=30)
+    return checkpoints.load(state, "state")
+
+
+@pytest.mark.parametrize("model", ["hcmi", "baseline"])
+def test_killed_training_resumes_and_ends_identically_to_an_uninterrupted_run(tiny_data, tmp_path, model):
+    """Killed after a validation: the resumed run restores the best score, best.pt, the logs and every state (HCMI's
+    heads and objective included) and ends with the same weights, best.pt and val_log as a straight run."""
+    params, layout = tiny_data
+    params_file = write_params(tmp_path, epochs=4, checkpoint_every=2)
+    roots = {name: linked_root(tmp_path, layout, name) for name in ("interrupted", "straight")}
+    args = ["train", "--dataset", "synthetic", "--model", model, "--seed", "0"]
+    run_dir = f"checkpoints/synthetic/{model}/seeds/0"
+    straight = hcmi(args, params_file, roots["straight"])  # the uninterrupted reference, side by side
+    saved = kill_mid_training(args, params_file, roots["interrupted"], roots["interrupted"] / run_dir / "state/last.pt",
+                              after_validation=True)
+    assert not saved["finished"] and saved["step"] > 0 and saved["val_rows"], "the kill must land after a validation"
 
     resumed = hcmi(args, params_file, roots["interrupted"])
     output, _ = resumed.communicate(timeout=300)
@@ -85,70 +103,129 @@ def test_killed_training_resumes_from_last_checkpoint_and_ends_identically(tiny_
     assert straight.returncode == 0, output_straight
 
     def final(root):
-        run_dir = root / "checkpoints/synthetic/baseline/seeds/0"
-        return torch.load(run_dir / "model.pt", weights_only=False), pd.read_csv(run_dir / "train_log.csv")
+        folder = root / run_dir
+        return (checkpoints.load(folder / "model.pt"), checkpoints.load(folder / "state/best.pt"),
+                pd.read_csv(folder / "train_log.csv"), pd.read_csv(folder / "val_log.csv"))
 
-    (model_a, log_a), (model_b, log_b) = final(roots["interrupted"]), final(roots["straight"])
+    (model_a, best_a, log_a, val_a), (model_b, best_b, log_b, val_b) = final(roots["interrupted"]), final(
+        roots["straight"])
+    assert model_a["selected"] == model_b["selected"] and model_a["step"] == model_b["step"]
     for key, value in model_b["state_dict"].items():
         torch.testing.assert_close(model_a["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    assert best_a["step"] == best_b["step"] and best_a["score"] == best_b["score"]
+    for key, value in best_b["state_dict"].items():
+        torch.testing.assert_close(best_a["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    pd.testing.assert_frame_equal(val_a, val_b)
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"])
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
-    from hcmi import train as train_module
+    from hcmi import trainer as trainer_module
     from hcmi.paths import Layout
-    from hcmi.train import TrainingError, Trainer
+    from hcmi.steps import train
+    from hcmi.trainer import TrainingError
 
-    params, layout = tiny_data
-    run_layout = Layout(tmp_path / "data")
-    (tmp_path / "data").mkdir()
-    for sub in ("raw", "frames"):
-        (tmp_path / "data" / sub).symlink_to(layout.root / sub)
+    _, layout = tiny_data
+    run_layout = Layout(linked_root(tmp_path, layout))
     raw = tiny_params_dict()
     raw["train"].update(epochs=3, checkpoint_every=2)
-    from hcmi.config import from_dict
-
-    params = from_dict(raw)
-    real_loss = train_module.retrieval_loss
+    params = tiny_params_from(raw)
+    real_loss = trainer_module.retrieval_loss
     calls = {"n": 0}
 
     def poisoned(sims, *args, **kwargs):
-        total, parts = real_loss(sims, *args, **kwargs)
+        result = real_loss(sims, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 5:  # step 5: the frame-word level blows up
-            parts["frame_word"] = parts["frame_word"] * float("nan")
-            total = total + parts["frame_word"]
-        return total, parts
+            result.parts["frame_word"] = result.parts["frame_word"] * float("nan")
+            result.total = result.total + result.parts["frame_word"]
+        return result
 
-    monkeypatch.setattr(train_module, "retrieval_loss", poisoned)
-    trainer = Trainer(params, "synthetic", "hcmi", 0, run_layout)
+    monkeypatch.setattr(trainer_module, "retrieval_loss", poisoned)
     with pytest.raises(TrainingError) as error:
-        trainer.run()
+        train.run(params, run_layout, "synthetic", "hcmi", 0)
     message = str(error.value)
     assert "step 5" in message and "loss_frame_word" in message and "last.pt (step 4)" in message
-    state = torch.load(trainer.last_path, weights_only=False)
+    state = checkpoints.load(run_layout.train_state("synthetic", "hcmi", 0) / "last.pt")
     assert state["step"] == 4 and not state["finished"]
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not run_layout.model_file("synthetic", "hcmi", 0).exists()
 
 
 def test_accumulation_and_separate_learning_rates(tiny_data, tmp_path):
-    from hcmi.config import from_dict
+    from hcmi.distributed import Distributed
     from hcmi.paths import Layout
-    from hcmi.train import Trainer
+    from hcmi.runtime import configure
+    from hcmi.steps.train import build_job
+    from hcmi.trainer import _Run
 
     _, layout = tiny_data
-    root = tmp_path / "data"
-    root.mkdir()
-    for sub in ("raw", "frames"):
-        (root / sub).symlink_to(layout.root / sub)
     raw = tiny_params_dict()
     raw["train"].update(batch_size=8, accumulation_steps=2, backbone_lr_scale=0.1, epochs=1)
-    trainer = Trainer(from_dict(raw), "synthetic", "hcmi", 0, Layout(root))
-    assert trainer.steps_per_epoch == (96 // 8) // 2  # 96 training pairs, two contrastive batches per step
-    lrs = {group["name"]: group["lr"] for group in trainer.optimizer.param_groups}
-    assert lrs["heads"] == pytest.approx(raw["train"]["lr"] * trainer.lr_factor(0))
+    params = tiny_params_from(raw)
+    run_layout = Layout(linked_root(tmp_path, layout))
+    job = build_job(params, run_layout, "synthetic", "hcmi", 0, configure("cpu", 1, True), Distributed())
+    run = _Run(job)
+    assert run.steps_per_epoch == (96 // 8) // 2  # 96 training pairs, two contrastive batches per step
+    lrs = {group["name"]: group["lr"] for group in run.optimizer.param_groups}
+    assert lrs["heads"] == pytest.approx(raw["train"]["lr"] * run.schedule(0))
     assert lrs["backbone"] == pytest.approx(0.1 * lrs["heads"])
-    trainer.run()
-    log = pd.read_csv(Layout(root).train_log("synthetic", "hcmi", 0))
-    assert log["step"].max() == trainer.total_steps == 6
+    result = run.run()
+    assert result.train_rows[-1]["step"] == run.total_steps == 6
+
+
+class _Payload:
+    """Unpickling this object creates a file: what a crafted checkpoint on a shared remote could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(tiny_data, tmp_path):
+    from hcmi.paths import Layout
+    from hcmi.steps import evaluate
+
+    params, layout = tiny_data
+    run_layout = Layout(linked_root(tmp_path, layout))
+    marker = tmp_path / "pwned"
+    path = run_layout.model_file("synthetic", "hcmi", 0)
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as handle:
+        torch.save({"format": checkpoints.FORMAT, "state_dict": {}, "evil": _Payload(marker)}, handle)
+    with pytest.raises(checkpoints.CheckpointError, match="refusing to load"):
+        evaluate.run(params, run_layout, "synthetic", "hcmi", 0)
+    assert not marker.exists(), "loading the checkpoint ran code"
+    with open(marker.with_suffix(".check"), "wb") as handle:  # the payload is real: plain unpickling runs it
+        pickle.dump(_Payload(marker), handle)
+    pickle.loads(marker.with_suffix(".check").read_bytes())
+    assert marker.exists()
+
+
+def test_an_old_format_checkpoint_gets_a_clear_message(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": 2, "state_dict": {}}, path)
+    with pytest.raises(checkpoints.CheckpointError, match="format 2, this hcmi reads format 3"):
+        checkpoints.load(path, "trained model")
+
+
+def test_cli_errors_are_one_line_naming_the_file_and_the_step_that_makes_it(tiny_data, tmp_path):
+    params, layout = tiny_data
+    root = linked_root(tmp_path, layout)
+    params_file = write_params(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "--params", str(params_file), "--data-root",
+                             str(root), "evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "7"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "seeds/7/model.pt: trained model not found" in result.stderr and "hcmi train" in result.stderr
+    broken = tmp_path / "broken"
+    (broken / "raw/synthetic").mkdir(parents=True)
+    (broken / "frames").symlink_to(layout.root / "frames")
+    (broken / "raw/synthetic/annotations.parquet").write_bytes(b"PAR1 truncated")
+    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "--params", str(params_file), "--data-root",
+                             str(broken), "train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "annotations.parquet: not a readable annotation table" in result.stderr and "hcmi parse" in result.stderr

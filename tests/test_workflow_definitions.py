@@ -1,11 +1,15 @@
-"""Snakemake and DVC must define the same steps: same commands, same outputs (so they cannot drift apart)."""
+"""Every step is declared once (hcmi/pipeline.py) and both workflows follow from it: the committed dvc.yaml is the
+generated one, and Snakemake and DVC run the same commands with the same outputs, parameters and dependencies."""
 
 import re
 
 import pytest
 
-from conftest import tiny_params_dict
-from workflow_helpers import copy_workflow, dvc, planned_jobs, snakemake
+from hcmi import pipeline
+from hcmi.steps import dvc_yaml
+
+from conftest import REPO, tiny_params_dict
+from workflow_helpers import copy_workflow, planned_jobs, snakemake
 
 
 def params_with_matrix() -> dict:
@@ -17,11 +21,15 @@ def params_with_matrix() -> dict:
     return params
 
 
+def test_the_committed_dvc_yaml_is_generated_from_the_step_table():
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(), "run `hcmi dvc-yaml` after editing hcmi/pipeline.py"
+
+
 def snakemake_steps(workdir):
     steps = {}
     for job in planned_jobs(workdir, "--forceall", "all"):
         command = re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", job["command"])  # the rule's log redirection
-        steps[command] = {"rule": job["rule"], "outputs": set(job["outputs"])}
+        steps[command] = {"rule": job["rule"], "outputs": set(job["outputs"]), "inputs": set(job["inputs"])}
     return steps
 
 
@@ -33,9 +41,17 @@ def dvc_steps(workdir):
         for stage in repo.index.stages:
             outs = {out.def_path for out in stage.outs if not out.persist}
             persist = {out.def_path for out in stage.outs if out.persist}
+            params = {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+            deps = {dep.def_path for dep in stage.deps if not hasattr(dep, "params")}
             name = stage.name.split("@")[0].removesuffix("_ablation")  # the same stage over the ablation matrix
-            steps[stage.cmd] = {"stage": name, "outputs": outs, "persist": persist}
+            steps[stage.cmd] = {"stage": name, "outputs": outs, "persist": persist, "params": params, "deps": deps}
     return steps
+
+
+def job_values(rule, command):
+    """The wildcard values of a job, read back from its command (`--dataset synthetic --model hcmi ...`)."""
+    values = dict(re.findall(r"--(\w+) (\S+)", command))
+    return {w: values[w] for w in pipeline.STEP[rule].wildcards}
 
 
 def test_snakemake_and_dvc_define_the_same_steps(tmp_path):
@@ -46,10 +62,36 @@ def test_snakemake_and_dvc_define_the_same_steps(tmp_path):
     assert len(smk) == 1 + 1 + 1 + 3 + 5 + 5 + 3 + 1 + 1
     for command, job in smk.items():
         stage = dvc_[command]
+        step = pipeline.STEP[job["rule"]]
         assert job["rule"] == stage["stage"], command
         assert job["outputs"] == stage["outputs"], command
         for persist in stage["persist"]:  # resumable working state lives beside a declared output
             assert any(persist.rsplit("/", 1)[0] == out.rsplit("/", 1)[0] for out in job["outputs"]), persist
+        # the same parameters: the keys the step declares, for this job's values
+        assert stage["params"] == set(step.declared_params(**job_values(job["rule"], command))), command
+        # the same code: DVC depends on the step's code files, Snakemake on their hash (a rule param)
+        code = set(pipeline.code_files(step))
+        assert code <= stage["deps"], command
+        # the same data: every Snakemake input is a DVC dependency or lies inside one
+        data = stage["deps"] - code
+        for path in job["inputs"]:
+            assert any(path == dep or path.startswith(dep + "/") for dep in data), (command, path)
+        # and every other DVC dependency is resumable working state the step reads (never declared to Snakemake)
+        state = {path.format(**job_values(job["rule"], command)) for path in step.state_inputs}
+        for dep in data:
+            assert dep in state or any(path == dep or path.startswith(dep + "/") for path in job["inputs"]), dep
+
+
+def test_every_step_has_its_own_code_and_the_layers_show_in_it():
+    code = {step.name: set(pipeline.code_files(step)) for step in pipeline.STEPS}
+    assert "hcmi/losses.py" in code["train"] and "hcmi/losses.py" not in code["evaluate"]
+    assert not any(path.startswith("hcmi/model/") for step in ("download", "parse", "sample") for path in code[step]), \
+        "sampling and downloads never run model code"
+    assert "hcmi/report/tables.py" in code["dataset_report"] and "hcmi/report/notebooks/report.ipynb" in code[
+        "dataset_report"]
+    assert not any(path.startswith("hcmi/report/") for path in code["train"] | code["evaluate"])
+    assert "hcmi/model/configs/hcmi-tiny.json" in code["train"], "data folders beside a module are its code"
+    assert "hcmi/cli.py" not in set().union(*code.values()), "the command line only parses arguments"
 
 
 def test_snakemake_lint_has_no_findings_but_the_conda_recommendation(tmp_path):
@@ -64,10 +106,11 @@ def test_snakemake_lint_has_no_findings_but_the_conda_recommendation(tmp_path):
     assert not unexpected, "\n".join(unexpected)
 
 
-def test_invalid_params_fail_before_any_job(tmp_path):
-    params = tiny_params_dict()
-    params["train"]["epochz"] = 3
-    workdir = copy_workflow(tmp_path / "wf", params)
-    result = snakemake(workdir, "-n", "--cores", "1", check=False)
+@pytest.mark.parametrize("setting, key", [('train={"epochz": 3}', "train.epochz"), ("trian=3", "trian")])
+def test_invalid_params_fail_before_any_job_in_one_clear_message(tmp_path, setting, key):
+    workdir = copy_workflow(tmp_path / "wf", tiny_params_dict())
+    result = snakemake(workdir, "-n", "--cores", "1", "--config", setting, check=False)
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "epochz" in result.stdout + result.stderr
+    assert f"unknown key '{key}'" in output
+    assert output.count("\n") < 40, "one clear message, not a schema dump"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,8 @@ import yaml
 
 from conftest import REPO
 
-WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", "notebooks", "params.yaml", ".dvc", ".dvcignore", ".gitignore"]
+# what a fresh clone has that the workflows read; the package source too, since DVC depends on its files
+WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", "hcmi", "params.yaml", ".dvc", ".dvcignore", ".gitignore"]
 BIN = Path(sys.executable).parent
 
 
@@ -23,7 +25,8 @@ def copy_workflow(dest: Path, params: dict, git: bool = False) -> Path:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints",
-                                                                            "cache", "tmp", "config.local"))
+                                                                            "cache", "tmp", "config.local"),
+                            symlinks=True)
         elif src.exists():
             shutil.copy2(src, dest / name)
     write_params(dest, params)
@@ -36,8 +39,17 @@ def write_params(dest: Path, params: dict) -> None:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def environment(cwd: Path) -> dict:
+    """The scratch copy's own package comes first on the path, as in a checkout with `pip install -e`: Snakemake
+    hashes, and every step runs, the code DVC depends on."""
+    env = dict(os.environ)
+    if (Path(cwd) / "hcmi").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), env.get("PYTHONPATH")]))
+    return env
+
+
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment(cwd))
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
                              f"{result.stderr[-6000:]}")
@@ -59,8 +71,10 @@ def planned_jobs(cwd: Path, *args: str) -> list[dict]:
     for line in out.splitlines():
         match = re.match(r"^(?:local)?rule (\w+):$", line)
         if match:
-            current = {"rule": match.group(1), "outputs": [], "command": None}
+            current = {"rule": match.group(1), "inputs": [], "outputs": [], "command": None}
             jobs.append(current)
+        elif current is not None and line.strip().startswith("input:"):
+            current["inputs"] = [p.strip() for p in line.split(":", 1)[1].split(",")]
         elif current is not None and line.strip().startswith("output:"):
             current["outputs"] = [p.strip() for p in line.split(":", 1)[1].split(",")]
         elif current is not None and line.startswith("Shell command:"):

@@ -331,3 +331,17 @@ def check(table: pd.DataFrame, what: str) -> None:
 
 def split_table(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return table[table["split"] == split].reset_index(drop=True)
+
+
+def read_annotations(path: Path, dataset: str = "<dataset>") -> pd.DataFrame:
+    """The parsed table written by the parse step; a missing or damaged file is an error that says how to remake it."""
+    path = Path(path)
+    remedy = f"run `hcmi parse --dataset {dataset}` (the workflow's parse step) to write it again"
+    if not path.exists():
+        raise AnnotationError(f"{path}: annotation table not found; {remedy}")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for truncated or foreign files
+        raise AnnotationError(f"{path}: not a readable annotation table ({type(exc).__name__}); {remedy}") from None
+    check(table, str(path))
+    return table

@@ -388,16 +388,15 @@ def fetch_real(spec: DatasetSpec, raw_dir: Path, manual_dir: Path, mirror: str |
                           digest_cache=raw_dir / DOWNLOADS / "digests.json")
 
 
-def fetch(dataset: str, params, raw_dir: Path, workers: int = 1) -> dict:
-    """Make data/raw/<dataset>/ complete; returns the manifest."""
+def fetch(dataset: str, source, raw_dir: Path, workers: int = 1) -> dict:
+    """Make data/raw/<dataset>/ complete; returns the manifest. `source`: the generator parameters (a
+    SyntheticSource) for the generated benchmark, else params `data.<dataset>.source` as a dict."""
     from dataclasses import asdict
 
     spec = datasets.get(dataset)
     if spec.generated:
         from hcmi.data import synthetic
 
-        source = params.synthetic()
         synthetic.generate(source, raw_dir, workers=workers)
         return write_manifest(raw_dir, dataset, fingerprint(asdict(source), synthetic.GENERATOR_VERSION))
-    source_params = params.dataset(dataset).source
-    return fetch_real(spec, raw_dir, manual_folder(source_params, raw_dir), source_params.get("mirror"))
+    return fetch_real(spec, raw_dir, manual_folder(source, raw_dir), source.get("mirror"))

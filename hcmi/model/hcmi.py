@@ -1,7 +1,8 @@
-"""HCMI: hierarchical cross-modal interaction between a video and a text at three levels (DESIGN §4).
+"""HCMI: hierarchical cross-modal interaction between a video and a text at three levels (docs/method.md).
 
-    video:  frames --temporal self-attention--> frame tokens --adaptive clustering--> clip tokens --pool--> video
-    text:   words (all text-transformer outputs)  --adaptive clustering--> phrase tokens;  sentence = end-of-text
+    video:  frames --temporal self-attention--> frame tokens --aggregation--> clip tokens --aggregation--> video
+    text:   words (text-transformer outputs) --aggregation--> phrase tokens --aggregation--> sentence
+            (or, with model.sentence: eot, CLIP's end-of-text output as the sentence)
     levels: video-sentence (cosine), clip-phrase and frame-word (token-wise max-mean)
 
 The final score is the weighted sum of the enabled levels (params `model.levels`); a level with weight 0 is not
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hcmi.model.hierarchy import AdaptiveClustering, AttentionPool
+from hcmi.model.aggregation import TopToken, make_aggregation
 from hcmi.model.retrieval import RetrievalModel
 from hcmi.model.similarity import cosine, max_mean, max_mean_bytes_per_pair
 from hcmi.model.temporal import TemporalTransformer
@@ -37,12 +38,18 @@ class HCMI(RetrievalModel):
         if not self.weights:
             raise ValueError("model.levels: every level has weight 0; enable at least one")
         self.levels = tuple(self.weights)
+        self.aggregated_sentence = params.sentence == "aggregated"
         self.temporal = TemporalTransformer(dim, params.temporal_layers) if params.temporal_layers > 0 else None
-        self.clip_clustering = AdaptiveClustering(dim, params.clip_clusters, params.clustering)  # clips -> video
-        self.video_pool = AttentionPool(dim)
+        self.clip_aggregation = make_aggregation(params.aggregation, dim, params.clip_clusters)
+        self.video_token = TopToken(params.aggregation, dim)
         # built only when used: every parameter of a model must take part in training (DDP requires it)
-        if "clip_phrase" in self.weights:
-            self.phrase_clustering = AdaptiveClustering(dim, params.phrase_clusters, params.clustering)
+        if self._needs_phrases():
+            self.phrase_aggregation = make_aggregation(params.aggregation, dim, params.phrase_clusters)
+        if self.aggregated_sentence:
+            self.sentence_token = TopToken(params.aggregation, dim)
+
+    def _needs_phrases(self) -> bool:
+        return "clip_phrase" in self.weights or self.aggregated_sentence
 
     def level_weights(self) -> dict[str, float]:
         return dict(self.weights)
@@ -51,9 +58,8 @@ class HCMI(RetrievalModel):
         tokens = self.backbone.encode_frames(frames)
         if self.temporal is not None:
             tokens = self.temporal(tokens, frame_mask)
-        clips, clip_mask, _ = self.clip_clustering(tokens, frame_mask)
-        video = self.video_pool(clips, clip_mask)
-        rep = {"video": F.normalize(video, dim=-1)}
+        clips, clip_mask, _ = self.clip_aggregation(tokens, frame_mask)
+        rep = {"video": F.normalize(self.video_token(clips, clip_mask), dim=-1)}
         if "clip_phrase" in self.weights:
             rep.update(clip=F.normalize(clips, dim=-1), clip_mask=clip_mask)
         if "frame_word" in self.weights:
@@ -61,12 +67,15 @@ class HCMI(RetrievalModel):
         return rep
 
     def encode_text(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        words, sentence = self.backbone.encode_words(tokens)
+        words, eot = self.backbone.encode_words(tokens)
         mask = word_mask(tokens)
-        rep = {"sentence": F.normalize(sentence, dim=-1)}
-        if "clip_phrase" in self.weights:
-            phrases, phrase_mask, _ = self.phrase_clustering(words, mask)
-            rep.update(phrase=F.normalize(phrases, dim=-1), phrase_mask=phrase_mask)
+        rep = {}
+        if self._needs_phrases():
+            phrases, phrase_mask, _ = self.phrase_aggregation(words, mask)
+            if "clip_phrase" in self.weights:
+                rep.update(phrase=F.normalize(phrases, dim=-1), phrase_mask=phrase_mask)
+        sentence = self.sentence_token(phrases, phrase_mask) if self.aggregated_sentence else eot
+        rep["sentence"] = F.normalize(sentence, dim=-1)
         if "frame_word" in self.weights:
             rep.update(word=F.normalize(words, dim=-1), word_mask=mask)
         return rep

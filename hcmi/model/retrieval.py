@@ -1,4 +1,4 @@
-"""The interface every retrieval model offers, and the factory that builds a variant by its `head`.
+"""The interface every retrieval model offers.
 
 A model encodes videos and texts once into dicts of tensors (first dimension = items), and scores any block of
 texts against any block of videos level by level; the final score is a weighted sum of the levels. Evaluation relies
@@ -41,10 +41,9 @@ class RetrievalModel(nn.Module):
     def level_weights(self) -> dict[str, float]:
         return {level: 1.0 for level in self.levels}
 
-    def combine(self, sims: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = self.level_weights()
-        total = sum(weights.values())
-        return sum(weights[level] * sims[level] for level in self.levels) / total
+    def combine(self, sims: dict):
+        """The final score: the level scores' weighted mean (torch tensors or numpy arrays alike)."""
+        return combine_levels(self.level_weights(), sims)
 
     def similarity(self, text: dict, video: dict) -> torch.Tensor:
         return self.combine(self.level_similarities(text, video))
@@ -54,22 +53,15 @@ class RetrievalModel(nn.Module):
         return 4 * (len(self.levels) + 1)
 
 
-def build_model(params, backbone: Backbone) -> RetrievalModel:
-    """params: a ModelParams (the merged `model` + `variants.<name>` section)."""
-    if params.head == "meanp":
-        from hcmi.model.baseline import MeanPooling
-
-        return MeanPooling(backbone)
-    if params.head == "hcmi":
-        from hcmi.model.hcmi import HCMI
-
-        return HCMI(backbone, params)
-    raise ValueError(f"unknown model head '{params.head}'")
-
-
 def slice_rep(rep: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
     return {key: value[start:stop] for key, value in rep.items()}
 
 
 def concat_reps(reps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.cat([r[key] for r in reps]) for key in reps[0]}
+
+
+def combine_levels(weights: dict[str, float], sims: dict):
+    """Weighted mean of the level scores present in `sims`."""
+    total = sum(weights[level] for level in sims)
+    return sum(weights[level] * sim for level, sim in sims.items()) / total

@@ -1,12 +1,15 @@
-# Shared definitions: the params file every hcmi command reads, wildcard constraints, and dataset facts.
+# Shared definitions: the parameters validated once (by hcmi's own check, which names a bad key and suggests the
+# right one), the params file every hcmi command reads, wildcard constraints, and the values starred paths expand to.
 
 from pathlib import Path
 
 import yaml
 
-from hcmi.config import ConfigError, validate as validate_params
-from hcmi.data import datasets as dataset_registry
+from hcmi.config import ConfigError, coerce_strings
+from hcmi.steps.common import validate_params
 
+# `--config train='{"epochs": 6}'` reaches Snakemake with "6" as a string: parse such values as the schema wants
+config.update(coerce_strings(config))
 try:
     validate_params(config, "params (params.yaml + --configfile/--config overrides)")
 except ConfigError as error:
@@ -38,9 +41,6 @@ wildcard_constraints:
     model="[a-z0-9_-]+",
     seed=r"\d+",
 
-# Every dataset is sampled into train/val/test caches (hcmi.data.datasets.SPLITS); a split that a dataset's protocol
-# lacks (MSR-VTT has no val) becomes an empty cache, so Snakemake and DVC define the same steps for every dataset.
-SPLITS = list(dataset_registry.SPLITS)
 
 # compared models run with every seed, ablation variants with the ablation seeds
 ALL_MODELS = config["models"] + config["ablations"]
@@ -50,6 +50,9 @@ def seeds_for(model):
     return config["seeds"] if model in config["models"] else config["ablation_seeds"]
 
 
-def backbone_for(model):
-    """params `backbone` with the variant's own `backbone` (if any) merged over it."""
-    return {**config["backbone"], **config["variants"][model].get("backbone", {})}
+def param(key):
+    """The value of a dotted params key."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value

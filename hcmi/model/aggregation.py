@@ -1,22 +1,30 @@
-"""Adaptive clustering of tokens: frames -> clip tokens, words -> phrase tokens (DESIGN §4).
+"""Aggregation layers: N tokens -> K tokens (frames -> clips -> video, words -> phrases -> sentence).
 
-Centres are chosen from the tokens' mutual similarity, without gradients:
+`attention` (the default, as the authors describe their aggregation layer): tokens with similar meaning are merged
+through self-attention, then a feed-forward layer transforms them. Here one self-attention layer lets similar tokens
+exchange information, K learned queries then attend over the tokens (each output a softmax-weighted merge of the
+tokens that match its query), and a feed-forward layer transforms the K outputs (pre-norm, residual). The same layer
+with K = 1 turns clips into the video token and phrases into the sentence token. docs/method.md gives the reasoning.
+
+The clustering alternatives (params `model.aggregation`) choose centres from the tokens' mutual similarity, without
+gradients:
   density_peak  density-peak clustering with k nearest neighbours (DPC-kNN): a token is a centre when it is dense
                 (close to its neighbours) and far from every denser token; K highest density x distance scores win
   kmedoids      k-medoids refined from the density-peak centres (a few alternating assign/update rounds)
   uniform       K contiguous, equally long segments in token order (the non-adaptive ablation)
 Every valid token joins its nearest centre; a cluster token is the attention-weighted mean of its members, with
-weights from a learned score, so gradients flow into the tokens and into the scoring. Padding never takes part.
+weights from a learned score, so gradients flow into the tokens and into the scoring; their top token (video,
+sentence) is an attention pool. Padding never takes part in any of them.
 """
 
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("density_peak", "kmedoids", "uniform")
+CLUSTERING = ("density_peak", "kmedoids", "uniform")
+METHODS = ("attention",) + CLUSTERING
 KMEDOIDS_ROUNDS = 3
 FAR = 1e4  # distance given to padding, larger than any cosine distance (<= 2)
 
@@ -91,8 +99,8 @@ def assign_to_centres(dist: torch.Tensor, mask: torch.Tensor, centres: torch.Ten
 class AdaptiveClustering(nn.Module):
     def __init__(self, dim: int, clusters: int, method: str = "density_peak"):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown clustering method '{method}' (choose from {', '.join(METHODS)})")
+        if method not in CLUSTERING:
+            raise ValueError(f"unknown clustering method '{method}' (choose from {', '.join(CLUSTERING)})")
         self.clusters, self.method = clusters, method
         self.score = nn.Linear(dim, 1)
 
@@ -130,3 +138,54 @@ class AttentionPool(nn.Module):
         logits = self.score(x).squeeze(-1).float().masked_fill(~mask, float("-inf"))
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
         return torch.einsum("bn,bnd->bd", weights.to(x.dtype), x)
+
+
+class AttentionAggregation(nn.Module):
+    """N tokens -> K tokens by self-attention merging and a feed-forward transform (see the module docstring)."""
+
+    def __init__(self, dim: int, outputs: int, head_width: int = 64):
+        super().__init__()
+        heads = max(1, dim // head_width)
+        self.outputs = outputs
+        self.queries = nn.Parameter(torch.randn(outputs, dim) * dim**-0.5)
+        self.norm_tokens = nn.LayerNorm(dim)
+        self.mix = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_keys = nn.LayerNorm(dim)
+        self.norm_queries = nn.LayerNorm(dim)
+        self.merge = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_out = nn.LayerNorm(dim)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, N, D], mask [B, N] -> (tokens [B, K, D], their mask [B, K], each token's strongest output [B, N])."""
+        mask = mask | ~mask.any(dim=1, keepdim=True)  # an item without valid tokens attends to its padding, not NaN
+        padding = ~mask
+        h = self.norm_tokens(x)
+        x = x + self.mix(h, h, h, key_padding_mask=padding, need_weights=False)[0]
+        keys = self.norm_keys(x)
+        queries = self.norm_queries(self.queries).to(x.dtype).expand(len(x), -1, -1)
+        merged, weights = self.merge(queries, keys, keys, key_padding_mask=padding, need_weights=True)
+        out = merged + self.feed_forward(self.norm_out(merged))
+        assignment = weights.argmax(dim=1).masked_fill(padding, -1)  # [B, N]: the output each token feeds most
+        return out, torch.ones(out.shape[:2], dtype=torch.bool, device=x.device), assignment
+
+
+def make_aggregation(method: str, dim: int, outputs: int) -> nn.Module:
+    """The layer that turns N tokens into `outputs` tokens; its forward returns (tokens, mask, assignment)."""
+    if method == "attention":
+        return AttentionAggregation(dim, outputs)
+    return AdaptiveClustering(dim, outputs, method)
+
+
+class TopToken(nn.Module):
+    """The one token at the top of a hierarchy (video from clips, sentence from phrases), made by the same kind of
+    layer as the level below: an attention aggregation with K = 1, or an attention pool for the clustering methods."""
+
+    def __init__(self, method: str, dim: int):
+        super().__init__()
+        self.layer = AttentionAggregation(dim, 1) if method == "attention" else AttentionPool(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.layer, AttentionAggregation):
+            return self.layer(x, mask)[0][:, 0]
+        return self.layer(x, mask)

@@ -67,7 +67,7 @@ def plan(outputs: dict[str, list[str]], upstream: dict[str, set[str]], changed: 
     return clean, sorted(dirty)
 
 
-def sync(repo_dir: Path = Path("."), snakemake_args: list[str] | None = None) -> dict:
+def run(repo_dir: Path = Path("."), snakemake_args: list[str] | None = None) -> dict:
     repo_dir = Path(repo_dir)
     changed = changed_stages(repo_dir)
     outputs, upstream = stage_outputs(repo_dir)

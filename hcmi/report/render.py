@@ -1,5 +1,6 @@
-"""Rendering the report notebooks: papermill executes a notebook with parameters, nbconvert turns the result into a
-self-contained HTML page (code hidden, figures embedded), written atomically next to the executed notebook."""
+"""Rendering the report notebooks: papermill executes a notebook (shipped inside the package, in notebooks/) with
+parameters, nbconvert turns the result into a self-contained HTML page (code hidden, figures embedded), written
+atomically next to the executed notebook."""
 
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ from hcmi.files import write_text
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 
 
 def notebook_path(name: str) -> Path:
-    path = NOTEBOOKS / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: report notebook not found (is the package installed from a checkout?)")
-    return path
+    return NOTEBOOKS / name
 
 
 def render(notebook: Path, parameters: dict, html_out: Path) -> Path:
@@ -41,15 +39,3 @@ def render(notebook: Path, parameters: dict, html_out: Path) -> Path:
     write_text(html_out, body)
     log.info("report written: %s", html_out)
     return html_out
-
-
-def render_dataset_report(params, layout, dataset: str, params_files) -> Path:
-    return render(notebook_path("report.ipynb"),
-                  {"dataset": dataset, "data_root": str(layout.root), "params_files": list(map(str, params_files))},
-                  layout.report(dataset))
-
-
-def render_index_report(params, layout, params_files) -> Path:
-    return render(notebook_path("index.ipynb"),
-                  {"data_root": str(layout.root), "params_files": list(map(str, params_files))},
-                  layout.index_report())

@@ -1,0 +1,404 @@
+"""Tables and figures for the report notebooks. Reads result files only (metrics.json, curves.csv, rankings, the
+test frame cache); never imports training code, so a report renders from results pulled with `dvc pull` alone."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hcmi.config import load
+from hcmi.files import read_json
+from hcmi.paths import Layout
+from hcmi.report.published import DSL, has_figures, published
+
+RECALL_COLUMNS = ["R1", "R5", "R10", "MdR", "MnR"]
+REFERENCE_MODEL = "hcmi"  # the full method, against which every ablation is judged
+
+
+def fmt(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "missing"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 and std is not None else f"{mean:.1f}"
+
+
+def _at(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _params(params_files, declared, step):
+    params = load(params_files)
+    return params.restrict(declared, step) if declared is not None else params
+
+
+class Summary:
+    """One model's summary (metrics.json of the summarize step): mean, std and per-seed values by dotted key."""
+
+    def __init__(self, content: dict):
+        self.content = content
+        self.seeds = content["seeds"]
+
+    def mean(self, key: str):
+        return _at(self.content["mean"], key)
+
+    def std(self, key: str):
+        return _at(self.content["std"], key)
+
+    def per_seed(self, key: str) -> list:
+        return [_at(result, key) for result in self.content["per_seed"].values()]
+
+    def text(self, key: str) -> str:
+        return fmt(self.mean(key), self.std(key), len(self.seeds))
+
+
+def verdict(full: Summary, ablated: Summary, key: str = "t2v.R1") -> str:
+    """Does the component that the ablation removes help? Its gain (full minus ablated, means over seeds) against the
+    seed spread (the larger of the two standard deviations over seeds)."""
+    if full.mean(key) is None or ablated.mean(key) is None:
+        return "missing"
+    gain = full.mean(key) - ablated.mean(key)
+    if len(full.seeds) < 2 or len(ablated.seeds) < 2:
+        return f"{gain:+.1f}: one seed, no spread to judge against"
+    spread = max(full.std(key), ablated.std(key))
+    if gain > spread:
+        return f"helps: {gain:+.1f} > spread {spread:.1f}"
+    if gain < -spread:
+        return f"hurts: {gain:+.1f}, beyond spread {spread:.1f}"
+    return f"no clear effect: {gain:+.1f} within spread {spread:.1f}"
+
+
+class DatasetResults:
+    """Everything the report of one dataset shows, loaded from the result files of the configured runs.
+
+    `declared`: the parameter keys the report step declares (the view is restricted to them, as every step's is)."""
+
+    def __init__(self, dataset: str, data_root: str | Path = "data", params_files=None, declared=None):
+        self.params = _params(params_files, declared, "dataset_report")
+        self.layout = Layout(Path(data_root))
+        self.dataset = dataset
+        self.models = self.params.get("models")
+        self.ablations = self.params.get("ablations")
+        self.seeds = self.params.get("seeds")
+        self.summaries: dict[str, Summary] = {}
+        for model in self.models + self.ablations:
+            path = self.layout.metrics(dataset, model)
+            if path.exists():
+                self.summaries[model] = Summary(read_json(path))
+
+    # -- tables ----------------------------------------------------------------------------------------------
+
+    def metrics_table(self, direction: str = "t2v") -> pd.DataFrame:
+        rows = []
+        for model in self.models:
+            summary = self.summaries.get(model)
+            row = {"model": model}
+            for column in RECALL_COLUMNS:
+                row[column] = summary.text(f"{direction}.{column}") if summary else "missing"
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("model")
+
+    def hard_distractor_table(self) -> pd.DataFrame | None:
+        rows = []
+        for model in self.models:
+            summary = self.summaries.get(model)
+            if not summary or summary.mean("hard_distractors.accuracy") is None:
+                continue
+            row = {"model": model, "all pairs": summary.text("hard_distractors.accuracy")}
+            for kind in ("order", "binding"):
+                if summary.mean(f"hard_distractors.{kind}") is not None:
+                    row[kind] = summary.text(f"hard_distractors.{kind}")
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("model") if rows else None
+
+    def ablation_table(self) -> pd.DataFrame | None:
+        """The full method and each ablation over their seeds: R@1 (plain and DSL), hard-distractor accuracy, R@1 per
+        level, and a verdict on the removed component: its gain against the seed spread."""
+        if not self.ablations:
+            return None
+        full = self.summaries.get(REFERENCE_MODEL)
+        rows = []
+        for model in ([REFERENCE_MODEL] if REFERENCE_MODEL in self.models else []) + self.ablations:
+            summary = self.summaries.get(model)
+            if summary is None:
+                rows.append({"model": model, "t2v R@1": "missing"})
+                continue
+            row = {"model": model, "seeds": len(summary.seeds), "t2v R@1": summary.text("t2v.R1"),
+                   "t2v R@1 (DSL)": summary.text("t2v_dsl.R1") if summary.mean("t2v_dsl.R1") is not None else ""}
+            for kind in ("order", "binding"):
+                if summary.mean(f"hard_distractors.{kind}") is not None:
+                    row[f"hard pairs: {kind}"] = summary.text(f"hard_distractors.{kind}")
+            if model != REFERENCE_MODEL:
+                row["verdict on the removed component (t2v R@1)"] = verdict(full, summary) if full else "missing"
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("model").fillna("—")
+
+    def backbones(self) -> str:
+        """The backbone(s) of the compared models, for the report's header."""
+        names = {model: self.params.backbone_dict(model) for model in self.models}
+        described = {f"`{b['name']}` ({b['pretrained'] or 'trained from scratch'})" for b in names.values()}
+        if len(described) == 1:
+            return described.pop()
+        return ", ".join(f"{model}: `{b['name']}` ({b['pretrained'] or 'from scratch'})" for model, b in names.items())
+
+    def published_table(self) -> pd.DataFrame | None:
+        """Our t2v R@1 beside the published figure of the same method, on the same protocol: the paper's HCMI
+        figures (with DSL) beside our DSL results, CLIP4Clip's meanP figures beside our plain results. None for a
+        dataset nobody published figures for."""
+        if not has_figures(self.dataset):
+            return None
+        rows = []
+        for model in self.models:
+            backbone = self.params.backbone_dict(model)["name"]
+            figure = published(self.dataset, self.params.variant(model).head, backbone)
+            summary = self.summaries.get(model)
+            protocol = figure.protocol if figure else "plain"
+            key = "t2v_dsl.R1" if protocol == DSL else "t2v.R1"
+            rows.append({
+                "model": model, "backbone": backbone, "protocol": protocol,
+                "t2v R@1 (ours)": summary.text(key) if summary else "missing",
+                "t2v R@1 (published)": f"{figure.r1:.1f}" if figure else "missing",
+                "published backbone": figure.backbone if figure else "",
+                "source": (figure.source + (f" ({figure.note})" if figure.note else "")) if figure else "",
+            })
+        return pd.DataFrame(rows).set_index("model")
+
+    def provenance_table(self) -> pd.DataFrame:
+        """What made each result: per model and seed, the code, parameters, data and runtime of its evaluation and of
+        the training of the model it evaluated."""
+        rows = []
+        for model, summary in self.summaries.items():
+            for seed, result in summary.content["per_seed"].items():
+                rows.append({"model": model, "seed": seed, **provenance_row(result.get("provenance"), "eval"),
+                             **provenance_row(result.get("model_provenance"), "train")})
+        return pd.DataFrame(rows).set_index(["model", "seed"]) if rows else pd.DataFrame()
+
+    def counts(self) -> dict:
+        for summary in self.summaries.values():
+            return next(iter(summary.content["per_seed"].values()))["counts"]
+        return {}
+
+    # -- figures ---------------------------------------------------------------------------------------------
+
+    def _curves(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for model in self.models:
+            path = self.layout.curves(self.dataset, model)
+            if path.exists() and path.stat().st_size > 1:
+                out[model] = pd.read_csv(path)
+        return out
+
+    def training_curves(self):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        colours = _colours(self.models)
+        for model, table in self._curves().items():
+            for i, (seed, rows) in enumerate(table.groupby("seed")):
+                train, val = rows[rows["log"] == "train"], rows[rows["log"] == "val"]
+                label = model if i == 0 else None
+                if "loss" in train and len(train):
+                    axes[0].plot(train["step"], train["loss"], color=colours[model], alpha=0.8, label=label)
+                if "R1" in val and len(val):
+                    axes[1].plot(val["step"], val["R1"], "o-", color=colours[model], alpha=0.8, label=label)
+        axes[0].set(title="training loss", xlabel="step", ylabel="loss")
+        axes[1].set(title="validation text-to-video R@1", xlabel="step", ylabel="R@1 (%)")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def recall_bars(self):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+        ks = ["R1", "R5", "R10"]
+        compared = {m: self.summaries[m] for m in self.models if m in self.summaries}
+        width = 0.8 / max(1, len(compared))
+        colours = _colours(self.models)
+        for ax, direction in zip(axes, ("t2v", "v2t")):
+            for i, (model, summary) in enumerate(compared.items()):
+                means = [_number(summary.mean(f"{direction}.{k}")) for k in ks]
+                stds = [_number(summary.std(f"{direction}.{k}")) for k in ks]
+                ax.bar(np.arange(len(ks)) + i * width, means, width, yerr=stds, capsize=3, label=model,
+                       color=colours[model])
+            ax.set_xticks(np.arange(len(ks)) + width * (len(compared) - 1) / 2, ["R@1", "R@5", "R@10"])
+            ax.set_title("text-to-video" if direction == "t2v" else "video-to-text")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("recall (%)")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def qualitative(self, model: str, n_queries: int, thumbnails: int, top: int = 5, seed: int | None = None):
+        """Queries with their top retrieved videos as frame strips; the true video framed green, others grey."""
+        seed = self.seeds[0] if seed is None else seed
+        path = self.layout.rankings(self.dataset, model, seed)
+        if not path.exists() or n_queries == 0:
+            return None
+        rankings = pd.read_parquet(path)
+        rng = np.random.default_rng(0)
+        picks = rankings.iloc[np.sort(rng.choice(len(rankings), size=min(n_queries, len(rankings)), replace=False))]
+        queries = [(q.text, q.rank, q.video_id, list(q.top_videos), list(q.top_scores)) for q in picks.itertuples()]
+        return retrieval_strips(self.layout.frames(self.dataset, "test"), queries, thumbnails, top)
+
+
+def provenance_row(record: dict | None, prefix: str) -> dict:
+    if not record:
+        return {f"{prefix}: code": "not recorded"}
+    code, runtime = record["code"], record["runtime"]
+    commit = (code["git_commit"] or "no git")[:10] + (" (dirty)" if code.get("git_dirty") else "")
+    return {f"{prefix}: commit": commit, f"{prefix}: step code": code["step_code_sha256"][:10],
+            f"{prefix}: params": record["params"]["sha256"][:10],
+            f"{prefix}: device / threads": f"{runtime.get('device', '—')} / {runtime.get('threads', '—')}",
+            f"{prefix}: torch": record["environment"]["libraries"].get("torch"),
+            f"{prefix}: wall time (s)": runtime["wall_time_s"]}
+
+
+def retrieval_strips(frames_dir: Path, queries, thumbnails: int, top: int = 5):
+    """A figure: per query (text, rank of the true video, true id, top ids, top scores), its top videos as frame
+    strips; the true video framed green."""
+    import matplotlib.pyplot as plt
+
+    from hcmi.data.frames import FrameCache
+
+    cache = FrameCache(frames_dir)
+    fig, axes = plt.subplots(len(queries), top, figsize=(2.8 * top, 0.3 + 1.15 * len(queries)), squeeze=False)
+    for row, (text, rank, true_id, top_ids, top_scores) in enumerate(queries):
+        for col in range(top):
+            ax = axes[row][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(top_ids):
+                ax.axis("off")
+                continue
+            ax.imshow(_strip(cache, top_ids[col], thumbnails), interpolation="nearest")
+            hit = top_ids[col] == true_id
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#1a9850" if hit else "#bbbbbb")
+                spine.set_linewidth(4 if hit else 1)
+            ax.set_xlabel(f"#{col + 1} {top_ids[col]} ({top_scores[col]:.2f})", fontsize=7)
+        title = f"“{text}”" + (f" (true video ranked {rank})" if rank is not None else "")
+        axes[row][0].set_title(title, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def show(fig) -> None:
+    """Display a figure where the call stands in the notebook (not at the end of the cell), then free it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    if fig is not None:
+        display(fig)
+        plt.close(fig)
+
+
+def _strip(cache, video_id: str, count: int) -> np.ndarray:
+    frames, n_valid = cache.frames(video_id)
+    picks = np.linspace(0, max(0, n_valid - 1), num=min(count, max(1, n_valid))).round().astype(int)
+    return np.concatenate([np.asarray(frames[i]) for i in picks], axis=1)
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _colours(models) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {model: cycle[i % len(cycle)] for i, model in enumerate(models)}
+
+
+# -- the index over every dataset -----------------------------------------------------------------------------------
+
+
+def index_table(data_root: str | Path = "data", params_files=None, declared=None) -> pd.DataFrame:
+    """Every dataset x model: our t2v R@1 without and with DSL (mean ± std over seeds) beside the published figure,
+    its protocol and its source."""
+    params = _params(params_files, declared, "index_report")
+    layout = Layout(Path(data_root))
+    rows = []
+    for dataset in params.get("datasets"):
+        for model in params.get("models"):
+            path = layout.metrics(dataset, model)
+            summary = Summary(read_json(path)) if path.exists() else None
+            backbone = params.backbone_dict(model)["name"]
+            figure = published(dataset, params.variant(model).head, backbone)
+            rows.append({
+                "dataset": dataset, "model": model, "backbone": backbone,
+                "t2v R@1 (ours)": summary.text("t2v.R1") if summary else "missing",
+                "with DSL (ours)": summary.text("t2v_dsl.R1") if summary and summary.mean("t2v_dsl.R1") is not None
+                else "missing",
+                "published": f"{figure.r1:.1f} ({figure.protocol})" if figure else "—",
+                "source": figure.source if figure else "",
+            })
+    return pd.DataFrame(rows)
+
+
+def ablation_rows(data_root: str | Path, params_files=None, declared=None) -> pd.DataFrame:
+    """Per dataset: the full method and each ablation, t2v R@1 mean ± std over seeds, and the verdict."""
+    params = _params(params_files, declared, "index_report")
+    layout = Layout(Path(data_root))
+    rows = []
+    for dataset in params.get("datasets"):
+        summaries = {m: Summary(read_json(layout.metrics(dataset, m))) for m in params.all_models
+                     if layout.metrics(dataset, m).exists()}
+        full = summaries.get(REFERENCE_MODEL)
+        for model in params.get("ablations"):
+            ablated = summaries.get(model)
+            rows.append({"dataset": dataset, "ablation": model,
+                         "t2v R@1": ablated.text("t2v.R1") if ablated else "missing",
+                         "full method": full.text("t2v.R1") if full else "missing",
+                         "verdict": verdict(full, ablated) if full and ablated else "missing"})
+    return pd.DataFrame(rows)
+
+
+def results_markdown(data_root: str | Path, params_files=None, declared=None) -> str:
+    """The results as Markdown tables (what the README's results section is made of), with the code version of the
+    runs that produced them."""
+    params = _params(params_files, declared, "index_report")
+    layout = Layout(Path(data_root))
+    lines, commits = [], set()
+    columns = [("t2v R@1", "t2v.R1"), ("t2v R@5", "t2v.R5"), ("MdR", "t2v.MdR"), ("v2t R@1", "v2t.R1"),
+               ("t2v R@1 with DSL", "t2v_dsl.R1"), ("hard pairs: order", "hard_distractors.order"),
+               ("hard pairs: binding", "hard_distractors.binding")]
+    for dataset in params.get("datasets"):
+        lines += [f"### {dataset}", "", "| model | seeds | " + " | ".join(c for c, _ in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        for model in params.all_models:
+            path = layout.metrics(dataset, model)
+            if not path.exists():
+                continue
+            summary = Summary(read_json(path))
+            commits.update(_commits(summary))
+            cells = [summary.text(key) if summary.mean(key) is not None else "—" for _, key in columns]
+            lines.append(f"| {model} | {len(summary.seeds)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    ablations = ablation_rows(data_root, params_files, declared)
+    if len(ablations):
+        lines += ["### Ablations: does each component help?", "",
+                  "| dataset | ablation | t2v R@1 | full method | verdict (gain vs the larger seed std) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['ablation']} | {r['t2v R@1']} | {r['full method']} | {r['verdict']} |"
+                  for r in ablations.to_dict("records")]
+        lines.append("")
+    origin = ", ".join(sorted(commits)) or "not recorded"
+    return "\n".join([f"Produced by the pipeline from commit(s) {origin}.", ""] + lines)
+
+
+def _commits(summary: Summary) -> set[str]:
+    found = set()
+    for result in summary.content["per_seed"].values():
+        code = (result.get("model_provenance") or {}).get("code") or {}
+        if code.get("git_commit"):
+            found.add(code["git_commit"][:10] + ("+dirty" if code.get("git_dirty") else ""))
+    return found

@@ -1,0 +1,93 @@
+"""`hcmi evaluate --dataset D --model M --seed S`: evaluate a trained run on the dataset's test split.
+
+Encodes every test video and caption once, scores all pairs in memory-bounded blocks (hcmi/scoring.py) and writes
+metrics.json (t2v and v2t R@1/5/10, MdR, MnR, with and without dual softmax, per level, hard-distractor accuracy
+where the dataset defines twins, counts, and the provenance of this result and of the model it evaluated) and
+rankings.parquet (top-k videos per text query, for the reports).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from hcmi import checkpoints, metrics, provenance, runtime
+from hcmi.config import model_params
+from hcmi.data.annotations import read_annotations
+from hcmi.data.frames import FrameCache
+from hcmi.data.splits import RetrievalSplit
+from hcmi.files import write_json, write_table
+from hcmi.model import build_model, create_backbone
+from hcmi.model.backbone import tokenizer
+from hcmi.scoring import retrieval_results, score_split
+from hcmi.steps.common import fingerprints
+
+log = logging.getLogger(__name__)
+
+
+def load_model(path, device, remedy: str = ""):
+    """(model in eval mode on `device`, the checkpoint's content); the model rebuilds from the file alone."""
+    checkpoint = checkpoints.load(path, "trained model", remedy)
+    backbone = create_backbone(checkpoint["backbone"]["name"])
+    model = build_model(model_params(checkpoint["model"]), backbone)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.DataFrame:
+    k = min(top_k, final.shape[1])
+    top = np.argsort(-final, axis=1, kind="stable")[:, :k]
+    ranks = metrics.text_to_video_ranks(final, split.text_video)
+    ids = np.asarray(split.video_ids)
+    return pd.DataFrame({
+        "caption_id": split.captions["caption_id"],
+        "text": split.captions["text"],
+        "video_id": split.captions["video_id"],
+        "rank": ranks,
+        "top_videos": [list(ids[row]) for row in top],
+        "top_scores": [list(map(float, final[i, row])) for i, row in enumerate(top)],
+    })
+
+
+def evaluate(params, layout, dataset: str, variant: str, seed: int) -> tuple[dict, pd.DataFrame, object]:
+    """(metrics, rankings, runtime) of a trained run, written nowhere (`run` writes them; `hcmi verify` compares)."""
+    compute = params.compute
+    run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic)
+    remedy = f"train it first: hcmi train --dataset {dataset} --model {variant} --seed {seed}"
+    model, checkpoint = load_model(layout.model_file(dataset, variant, seed), run_env.device, remedy)
+    annotations = read_annotations(layout.annotations(dataset), dataset)
+    cache = FrameCache(layout.frames(dataset, "test"))
+    split = RetrievalSplit(annotations, cache, "test")
+    log.info("%s/%s seed %s: %d test videos, %d captions (%d videos missing from the cache)", dataset, variant, seed,
+             len(split.video_ids), len(split.captions), len(split.missing_videos))
+    tokenize = tokenizer(checkpoint["backbone"]["name"], checkpoint["max_words"])
+    ev = params.eval
+    levels, final = score_split(model, split, cache, tokenize, ev.batch_size, ev.block_memory_mb, run_env.device)
+    result = retrieval_results(split, levels, final, ev.dsl_temperature if ev.dsl else None)
+    result["counts"] = split.counts()
+    result["run"] = {"dataset": dataset, "model": variant, "seed": seed, "split": "test",
+                     "selected_checkpoint": checkpoint["selected"], "trained_steps": checkpoint["step"]}
+    result["model_provenance"] = checkpoint.get("provenance")
+    return result, rankings_table(split, final, ev.top_k), run_env
+
+
+def inputs(layout, dataset: str, variant: str, seed: int) -> dict:
+    return {"model": layout.model_file(dataset, variant, seed), "annotations": layout.annotations(dataset),
+            "test_frames": layout.frames(dataset, "test")}
+
+
+def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
+    started = time.time()
+    result, rankings, run_env = evaluate(params, layout, dataset, variant, seed)
+    result["provenance"] = provenance.collect(
+        module=__name__, params=provenance.params_record(list(params.allowed or []), params.declared_values()),
+        data=fingerprints(inputs(layout, dataset, variant, seed)), runtime=run_env, started=started)
+    write_table(layout.rankings(dataset, variant, seed), rankings)
+    write_json(layout.seed_metrics(dataset, variant, seed), result)
+    t2v, v2t = result["t2v"], result["v2t"]
+    log.info("t2v R@1 %.1f  R@5 %.1f  R@10 %.1f  MdR %.1f | v2t R@1 %.1f (%.1f s)", t2v["R1"], t2v["R5"], t2v["R10"],
+             t2v["MdR"], v2t["R1"], time.time() - started)
+    return result

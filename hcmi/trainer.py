@@ -1,0 +1,359 @@
+"""The training loop of one run (a model, a dataset, a seed), resumable exactly. It knows no params files and no
+paths but the state folder it is given; hcmi/steps/train.py builds a TrainingJob and writes the results.
+
+    train(job):
+        optimizer (AdamW: backbone and heads at their own learning rates) and schedule (warm-up, cosine)
+        resume from state/last.pt when it belongs to this run (same fingerprint, unfinished)
+        for each optimizer step, from the exact data position reached:
+            accumulation_steps contrastive batches -> loss -> backward; clip; optimizer and schedule step
+            every log_every steps a row of train_log; at each epoch's end validate and keep the best weights
+            every checkpoint_every steps and at each epoch's end write state/last.pt (atomically)
+        the weights to evaluate: the best on validation, else the last
+
+A non-finite loss stops training with an error naming the step and the level, leaving last.pt at the last good step.
+Scale: DDP (the contrastive batch is global: embeddings are gathered across processes), bf16 autocast on CUDA,
+gradient accumulation, backbone gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from hcmi import checkpoints, metrics
+from hcmi.data.loader import CaptionVideoPairs, EpochBatches, epoch_loader
+from hcmi.data.frames import FrameCache
+from hcmi.data.splits import RetrievalSplit
+from hcmi.distributed import Distributed
+from hcmi.errors import HcmiError
+from hcmi.logs import progress as progress_bar
+from hcmi.losses import LossResult, retrieval_loss
+from hcmi.model.retrieval import RetrievalModel
+from hcmi.runtime import Runtime
+from hcmi.scoring import score_split
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(HcmiError, RuntimeError):
+    """Training cannot go on (non-finite loss, unusable data); the message says where and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params `train` (see params.yaml for each value's meaning)."""
+
+    epochs: float
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_fraction: float
+    grad_clip: float
+    accumulation_steps: int
+    backbone_lr_scale: float
+    grad_checkpointing: bool
+    amp: bool
+    workers: int
+    log_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Validation:
+    split: RetrievalSplit
+    cache: FrameCache
+    tokenize: object  # texts -> token ids
+    batch_size: int
+    memory_mb: float
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    model: RetrievalModel
+    objective: object  # ModelParams: denoise and enhance sections
+    pairs: CaptionVideoPairs
+    validation: Validation | None
+    config: TrainConfig
+    seed: int
+    state_dir: Path
+    fingerprint: str  # identifies the run: a state written for another fingerprint is never resumed
+    runtime: Runtime
+    dist: Distributed = field(default_factory=Distributed)
+
+
+@dataclass
+class Progress:
+    """What state/last.pt holds besides the weights and the optimizer."""
+
+    step: int = 0
+    best_score: float = -math.inf
+    train_rows: list = field(default_factory=list)
+    val_rows: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: dict
+    selected: str  # "best" (validation) or "last"
+    step: int  # the step the weights are from
+    total_steps: int
+    train_rows: list
+    val_rows: list
+
+
+# -- builders -----------------------------------------------------------------------------------------------------
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float) -> list[dict]:
+    """Backbone and new heads at their own learning rates; weight decay on matrices only (not on biases, norms,
+    embeddings or the temperature, as CLIP does)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            key = (name.startswith("backbone."), param.ndim >= 2 and "embedding" not in name)
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr": lr * (backbone_lr_scale if is_backbone else 1.0),
+             "weight_decay": weight_decay if decay else 0.0, "name": ("backbone" if is_backbone else "heads")
+             + ("" if decay else "/no-decay")}
+            for (is_backbone, decay), params in sorted(groups.items())]
+
+
+def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
+    try:  # the fused kernel is several times faster (CPU and CUDA) where this torch build has it
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups)
+
+
+def steps_per_epoch(job: TrainingJob) -> int:
+    return EpochBatches.batches_per_epoch(len(job.pairs), job.config.batch_size) // job.config.accumulation_steps
+
+
+# -- the loop -----------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One training run in progress: the model, its optimizer and schedule, and where the loop stands."""
+
+    def __init__(self, job: TrainingJob):
+        cfg = job.config
+        self.job, self.cfg, self.device, self.dist = job, cfg, job.runtime.device, job.dist
+        self.model = job.model.to(self.device)
+        self.forward = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        self.steps_per_epoch = steps_per_epoch(job)
+        self.total_steps = max(1, int(round(cfg.epochs * self.steps_per_epoch)))
+        self.schedule = warmup_cosine(self.total_steps, max(1, int(cfg.warmup_fraction * self.total_steps)))
+        self.optimizer = make_optimizer(param_groups(self.model, cfg.lr, cfg.backbone_lr_scale, cfg.weight_decay))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.last_path, self.best_path = job.state_dir / "last.pt", job.state_dir / "best.pt"
+        self.progress = Progress()
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    def save_state(self, finished: bool = False) -> None:
+        if self.dist.is_main:
+            checkpoints.save(self.last_path, {
+                "fingerprint": self.job.fingerprint, "finished": finished, "step": self.progress.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": checkpoints.rng_state(),
+                "best_score": self.progress.best_score, "train_rows": self.progress.train_rows,
+                "val_rows": self.progress.val_rows})
+        self.dist.barrier()
+
+    def resume(self) -> bool:
+        if not self.last_path.exists():
+            return False
+        try:
+            state = checkpoints.load(self.last_path, "training state")
+        except checkpoints.CheckpointError as exc:  # an unusable state is reported and replaced, never trusted
+            log.warning("%s; starting a fresh run", exc)
+            return False
+        if state["fingerprint"] != self.job.fingerprint:
+            log.info("%s belongs to another configuration or code: starting a fresh run", self.last_path)
+            return False
+        if state["finished"]:
+            log.info("%s is a finished run: training again from scratch", self.last_path)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        checkpoints.set_rng_state(state["rng"])
+        self.progress = Progress(state["step"], state["best_score"], state["train_rows"], state["val_rows"])
+        log.info("resuming from step %d of %d (%s)", self.progress.step, self.total_steps, self.last_path)
+        return True
+
+    def saved_step(self):
+        if not self.last_path.exists():
+            return "none written yet"
+        return checkpoints.load(self.last_path, "training state")["step"]
+
+    # -- one optimizer step -----------------------------------------------------------------------------------
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batch_loss(self, frames, mask, tokens) -> LossResult:
+        """The objective of one contrastive batch: frames [B, views, N, H, W, 3] (view 0 is trained; view 1, when
+        present, only tells latent positives apart and is encoded without gradients)."""
+        frames = frames.to(self.device, non_blocking=True)
+        mask, tokens = mask.to(self.device, non_blocking=True), tokens.to(self.device)
+        with self.autocast():
+            video, text = self.forward(frames[:, 0], mask, tokens)
+            second = None
+            if frames.shape[1] > 1:
+                with torch.no_grad():
+                    second = self.dist.gather({"video": self.model.encode_video(frames[:, 1], mask)["video"]})
+            video, text = self.dist.gather(video), self.dist.gather(text)
+            sims = self.model.level_similarities(text, video)
+            return retrieval_loss(sims, self.model.level_weights(), self.model.logit_scale, objective=self.job.objective,
+                                  text=text, video=video, second_view=second["video"] if second else None,
+                                  progress=self.progress.step / self.total_steps)
+
+    def check_finite(self, values: dict) -> None:
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            level = next((k for k in bad if k != "loss"), "loss")
+            raise TrainingError(
+                f"non-finite loss at step {self.progress.step + 1} ({level} = {bad[level]}); training stopped. "
+                f"The last good checkpoint is {self.last_path} (step {self.saved_step()}).")
+
+    def optimizer_step(self, micro_batches) -> dict[str, float]:
+        """One optimizer step over `accumulation_steps` contrastive batches; the logged values, averaged."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for i, (frames, mask, tokens) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()
+            with sync:
+                result = self.batch_loss(frames, mask, tokens)
+                values = {"loss": result.total.detach().float().item(),
+                          **{f"loss_{k}": v.detach().float().item() for k, v in result.parts.items()},
+                          **result.stats}
+                self.check_finite(values)
+                (result.total / len(micro_batches)).backward()
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.progress.step += 1
+        return totals
+
+    # -- validation -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        val = self.job.validation
+        _, final = score_split(self.model, val.split, val.cache, val.tokenize, val.batch_size, val.memory_mb,
+                               self.device)
+        result = metrics.summarize_ranks(metrics.text_to_video_ranks(final, val.split.text_video))
+        return {k: result[k] for k in ("R1", "R5", "R10", "MdR")}
+
+    def validate_and_keep_best(self) -> None:
+        if self.dist.is_main:
+            scores = self.validate()
+            step = self.progress.step
+            self.progress.val_rows.append({"step": step, "epoch": step / self.steps_per_epoch, **scores})
+            log.info("step %d validation: t2v R@1 %.1f R@5 %.1f", step, scores["R1"], scores["R5"])
+            if scores["R1"] > self.progress.best_score:
+                self.progress.best_score = scores["R1"]
+                checkpoints.save(self.best_path, {"step": step, "score": scores,
+                                                  "state_dict": self.model.state_dict()})
+        self.dist.barrier()
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def epoch_steps(self, epoch: int, done: int):
+        """The rest of `epoch` from optimizer step `done` on, as lists of micro-batches: the exact data position."""
+        cfg, pairs = self.cfg, self.job.pairs
+        loader = epoch_loader(pairs, cfg.batch_size, self.job.seed, epoch, done * cfg.accumulation_steps,
+                              cfg.workers, self.dist.rank, self.dist.world_size, pairs.groups)
+        batches = iter(loader)
+        while len(group := [batch for _, batch in zip(range(cfg.accumulation_steps), batches)]) == \
+                cfg.accumulation_steps:
+            yield group
+
+    def log_row(self, values: dict, since: tuple[float, int]) -> tuple[float, int]:
+        now, step = time.time(), self.progress.step
+        samples = (step - since[1]) * self.cfg.batch_size * self.cfg.accumulation_steps
+        self.progress.train_rows.append({"step": step, "epoch": step / self.steps_per_epoch, **values,
+                                         "lr": self.cfg.lr * self.schedule(step),
+                                         "samples_per_s": samples / max(now - since[0], 1e-9)})
+        return now, step
+
+    def run(self) -> TrainResult:
+        if not self.resume():
+            log.info("training: %d pairs, %d steps (%d per epoch), batch %d x %d accumulated, device %s, "
+                     "%d process(es), %d threads", len(self.job.pairs), self.total_steps, self.steps_per_epoch,
+                     self.cfg.batch_size, self.cfg.accumulation_steps, self.device, self.dist.world_size,
+                     torch.get_num_threads())
+        since = (time.time(), self.progress.step)
+        with progress_bar(total=self.total_steps, initial=self.progress.step, desc="train", unit="step",
+                          disable=not self.dist.is_main) as bar:
+            while self.progress.step < self.total_steps:
+                epoch, done = divmod(self.progress.step, self.steps_per_epoch)
+                for micro_batches in self.epoch_steps(epoch, done):
+                    values = self.optimizer_step(micro_batches)
+                    bar.update(1)
+                    step = self.progress.step
+                    if step % self.cfg.log_every == 0 or step == self.total_steps:
+                        since = self.log_row(values, since)
+                        bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+                    end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
+                    if end_of_epoch and self.job.validation is not None:
+                        self.validate_and_keep_best()
+                    if end_of_epoch or step % self.cfg.checkpoint_every == 0:
+                        self.save_state()
+                    if end_of_epoch:
+                        break
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        weights, selected, step = self.model.state_dict(), "last", self.progress.step
+        if self.job.validation is not None and self.best_path.exists():
+            best = checkpoints.load(self.best_path, "best weights")
+            weights, selected, step = best["state_dict"], "best", best["step"]
+        self.save_state(finished=True)
+        log.info("finished %d steps; the %s weights (step %d) are the result", self.total_steps, selected, step)
+        return TrainResult(weights, selected, step, self.total_steps, self.progress.train_rows,
+                           self.progress.val_rows)
+
+
+def train(job: TrainingJob) -> TrainResult:
+    per_step = job.config.batch_size * job.config.accumulation_steps
+    if len(job.pairs) < per_step:
+        raise TrainingError(f"{len(job.pairs)} training pairs, fewer than one step needs (train.batch_size x "
+                            f"train.accumulation_steps = {per_step})")
+    if job.config.batch_size % job.dist.world_size:
+        raise TrainingError(f"train.batch_size={job.config.batch_size} must be divisible by the "
+                            f"{job.dist.world_size} training processes")
+    return _Run(job).run()
