@@ -74,7 +74,8 @@ def cmd_sample(params, layout, args) -> None:
     if missing:
         log.warning("%d annotated videos have no file in %s (listed in skipped.csv)", len(missing),
                     layout.videos(args.dataset))
-    sampling = Sampling(max_frames=params.dataset(args.dataset).max_frames, image_size=params.frames.image_size)
+    sampling = Sampling(max_frames=params.dataset(args.dataset).max_frames, image_size=params.frames.image_size,
+                        candidates=params.frames.candidates, jpeg_quality=params.frames.jpeg_quality)
     index = sample_split(pairs, layout.frames(args.dataset, args.split), sampling, params.frames.shard_size,
                          params.frames.max_skip_fraction, workers=_workers(), progress=progress)
     log.info("%s/%s: %d videos cached in %s", args.dataset, args.split, len(index),

@@ -45,6 +45,8 @@ class SyntheticSource:
     event_seconds: float
     fps: int
     size: int
+    false_negative_rate: float
+    hard_negative_rate: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class FramesParams:
     image_size: int
     shard_size: int
     max_skip_fraction: float
+    candidates: int
+    jpeg_quality: int
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class TrainParams:
     log_every: int
     checkpoint_every: int
     device: str
+    sampler: str
 
 
 @dataclass(frozen=True)

@@ -157,8 +157,11 @@ class Trainer:
         self.tokenize = tokenizer(self.backbone_cfg.name, self.data_params.max_words)
 
         train_rows = split_table(annotations, "train")
+        # grouped batches need the data's families (synthetic group_id); data without them are shuffled
+        groups = (list(train_rows["group_id"]) if self.cfg.sampler == "grouped" and "group_id" in train_rows
+                  else None)
         self.train_set = CaptionVideoPairs(train_cache, list(train_rows["video_id"]), list(train_rows["text"]),
-                                           self.tokenize)
+                                           self.tokenize, seed=seed, views=1, groups=groups)
         if self.train_set.dropped:
             log.warning("%d training captions dropped: their videos are not in the frame cache",
                         self.train_set.dropped)
@@ -268,7 +271,8 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for i, (frames, mask, tokens) in enumerate(micro_batches):
+        for i, (views, mask, tokens) in enumerate(micro_batches):
+            frames = views[:, 0]  # one view until training uses both (label denoising)
             last = i == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()
             with sync:
@@ -321,7 +325,7 @@ class Trainer:
         epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
         loader = epoch_loader(self.train_set, self.cfg.batch_size, self.seed, epoch,
                               step_in_epoch * self.cfg.accumulation_steps, self.cfg.workers, self.dist.rank,
-                              self.dist.world_size)
+                              self.dist.world_size, groups=self.train_set.groups)
         batches = iter(loader)
         while True:
             group = [batch for _, batch in zip(range(self.cfg.accumulation_steps), batches)]

@@ -58,7 +58,8 @@ def tiny_data(tmp_path_factory):
     fetch("synthetic", params, layout.raw("synthetic"), workers=2)
     table = parse("synthetic", layout.source("synthetic"))
     write_table(layout.annotations("synthetic"), table)
-    sampling = Sampling(params.dataset("synthetic").max_frames, params.frames.image_size)
+    sampling = Sampling(params.dataset("synthetic").max_frames, params.frames.image_size, params.frames.candidates,
+                        params.frames.jpeg_quality)
     for split in ("train", "val", "test"):
         ids = list(dict.fromkeys(split_table(table, split)["video_id"]))
         pairs, _ = videos.match(ids, layout.videos("synthetic"))
