@@ -50,11 +50,20 @@ def summary_lines(results: dict) -> list[str]:
                   "| keyframe interval | seek + get_batch | decode all, pick 12 | speed-up |", "|---|---|---|---|"]
         lines += [f"| {x['keyframe interval']} | {x['seek (videos/s/core)']} | {x['decode all (videos/s/core)']} | "
                   f"{x['speed-up']}x |" for x in rows] + [""]
+        lines += ["With 3 candidates per segment, JPEG-encoded (what `hcmi sample` writes): "
+                  + "; ".join(f"{x['keyframe interval']}: {x['candidates + JPEG (videos/s/core)']} videos/s, "
+                              f"{x['candidates cost (x today)']}x today's time" for x in rows), ""]
+        lines += ["## Frame cache size (224 px; pan/zoom over a natural photo)", "",
+                  "| clip | raw uint8, 1 frame/segment (bytes/video) | JPEG, 3 candidates (bytes/video) | JPEG / raw |",
+                  "|---|---|---|---|"]
+        lines += [f"| {x['clip']} | {x['raw uint8 (bytes/video)']} | {x['JPEG candidates (bytes/video)']} "
+                  f"| {x['JPEG / raw']} |" for x in results["frame_sampling"].get("cache_bytes", [])] + [""]
     if "loader" in results:
         r = results["loader"]
         lines += ["## Training loader (videos/s per core)", ""] + [
             f"- {row['loader']}: {row['videos_per_s_per_core']}" for row in r["rows"]] + [
-            f"- speed-up: {r['speedup']}x", ""]
+            f"- speed-up: {r['speedup']}x", ""] + [
+            f"- JPEG decoder {row['decoder']}: {row['ms/frame']} ms/frame" for row in r.get("decoders", [])] + [""]
     for name in sorted(n for n in results if n.startswith("train_step")):
         r = results[name]
         lines += [f"## Training step ({r['backbone']}, batch {r['batch']} x {r['frames']} frames, "

@@ -57,6 +57,8 @@ class SyntheticSource:
     event_seconds: float
     fps: int
     size: int
+    false_negative_rate: float
+    hard_negative_rate: float
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,7 @@ class _Run:
         """The rest of `epoch` from optimizer step `done` on, as lists of micro-batches: the exact data position."""
         cfg, pairs = self.cfg, self.job.pairs
         loader = epoch_loader(pairs, cfg.batch_size, self.job.seed, epoch, done * cfg.accumulation_steps,
-                              cfg.workers, self.dist.rank, self.dist.world_size, pairs.groups)
+                              cfg.workers, self.dist.rank, self.dist.world_size, pairs.batch_groups)
         batches = iter(loader)
         while len(group := [batch for _, batch in zip(range(cfg.accumulation_steps), batches)]) == \
                 cfg.accumulation_steps:

@@ -1,6 +1,10 @@
 """Parsers: each dataset's own annotation files -> one table (video_id, caption_id, text, split).
 
-Optional columns: `twin_id`, `twin_kind` (the hard distractor of a video, for the synthetic benchmark). No torch here.
+Optional columns, the synthetic benchmark's only (real datasets have none of them; nothing may require them):
+  twin_id, twin_kind   the hard distractor of a video (val/test twin pairs; a training family's hard negative)
+  group_id             the family of a training video, the twin pair of a val/test video (grouped batches)
+  content_id           equal for videos that show the same events (true duplicates: captions interchangeable)
+No torch here.
 
 The real datasets follow the protocols of CLIP4Clip's data loaders (DESIGN §3):
   msrvtt       train: every sentence of the 9k videos; test: the one JSFusion sentence of each 1k-A video
@@ -118,18 +122,23 @@ def _table(rows: list[tuple]) -> pd.DataFrame:
 # the synthetic benchmark
 
 
+SYNTHETIC_COLUMNS = ["twin_id", "twin_kind", "group_id", "content_id"]
+
+
 def parse_synthetic(source_dir: Path) -> pd.DataFrame:
     path = Path(source_dir) / "captions.json"
     data = _load_json(path)
     rows = []
     try:
         for video in data["videos"]:
+            extra = tuple(video.get(column) for column in SYNTHETIC_COLUMNS)
+            if extra[2] is None or extra[3] is None:
+                raise KeyError("group_id/content_id (written by generator version 2 and later)")
             for k, text in enumerate(video["captions"]):
-                rows.append((video["video_id"], f"{video['video_id']}#{k}", text, video["split"],
-                             video.get("twin_id"), video.get("twin_kind")))
+                rows.append((video["video_id"], f"{video['video_id']}#{k}", text, video["split"], *extra))
     except (KeyError, TypeError) as exc:
         raise AnnotationError(f"{path}: unexpected structure ({exc!r})") from None
-    return pd.DataFrame(rows, columns=COLUMNS + ["twin_id", "twin_kind"])
+    return pd.DataFrame(rows, columns=COLUMNS + SYNTHETIC_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,14 @@ paraphrased words and connectives ("a red circle moves left, then a blue box get
 Validation and test videos come in twin pairs, each twin the other's hard distractor:
   order   - the same events in reverse order (mean pooling sees the very same frames),
   binding - the same objects in the same order, their actions swapped.
-Everything is a pure function of the generator parameters, so the data regenerate bit for bit from params.yaml.
+Training videos come in families (docs/benchmark.md), so that every component of the method has something to fix:
+  base            random events;
+  false negative  (at `false_negative_rate`) a distinct video of the same events, captions drawn independently:
+                  its captions and the base's are interchangeable, so treating it as a negative is wrong;
+  hard negative   (at `hard_negative_rate`) an order or binding twin of the base: a true negative, hard to tell.
+Every video carries `group_id` (its family; the twin pair in val/test) and `content_id` (equal for the same events).
+Everything is a pure function of the generator parameters, so the data regenerate bit for bit from params.yaml, and
+the MP4 bytes do too (frames carry explicit timestamps; one encoder thread).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +34,9 @@ from hcmi.logs import progress
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: training families, group_id/content_id, byte-identical MP4s
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+TWIN_KINDS = ("order", "binding")
 
 COLOURS = {
     "red": (230, 40, 40),
@@ -80,6 +89,18 @@ class VideoSpec:
     captions: tuple[str, ...]
     twin_id: str | None = None
     twin_kind: str | None = None
+    group_id: str | None = None
+    role: str = "base"  # base | false_negative | order | binding (training families); twin roles in val/test
+
+    @property
+    def content_id(self) -> str:
+        return content_id(self.events)
+
+
+def content_id(events) -> str:
+    """Equal for videos showing the same events in the same order (placement and background aside): such videos
+    answer the same captions."""
+    return "/".join(f"{e.colour}-{e.shape}-{e.action}" for e in events)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,46 +150,90 @@ def _twin(events: list[Event], kind: str) -> list[Event]:
     return [Event(e.colour, e.shape, a, e.anchor, e.offset) for e, a in zip(events, shifted)]
 
 
+def _placed_anew(events: list[Event], rng: np.random.Generator) -> list[Event]:
+    """The same objects doing the same actions, at new places (a false-negative copy is a distinct video)."""
+    return [Event(e.colour, e.shape, e.action, anchor=float(rng.uniform(0.3, 0.7)),
+                  offset=float(rng.uniform(-0.06, 0.06))) for e in events]
+
+
+def _background(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(10, 60, size=3))
+
+
+def _family(source, family: int) -> list[dict]:
+    """One training family: the base video, then its false-negative copy and its hard negative where drawn."""
+    rng = np.random.default_rng([source.seed, SPLIT_CODES["train"], family])
+    with_copy = rng.random() < source.false_negative_rate
+    hard_kind = TWIN_KINDS[int(rng.integers(len(TWIN_KINDS)))] if rng.random() < source.hard_negative_rate else None
+    n = int(rng.integers(source.min_events, source.max_events + 1))
+    # a binding twin swaps actions between objects: it differs from its base only when the actions are distinct
+    base = _random_events(rng, n, distinct_actions=hard_kind == "binding")
+    background = _background(rng)
+    members = [dict(role="base", events=base, background=background,
+                    captions=_captions(base, rng, source.captions_per_video))]
+    if with_copy:
+        copy = _placed_anew(base, rng)
+        members.append(dict(role="false_negative", events=copy, background=_background(rng),
+                            captions=_captions(copy, rng, source.captions_per_video)))
+    if hard_kind:
+        twin = _twin(base, hard_kind)
+        members.append(dict(role=hard_kind, events=twin, background=background,
+                            captions=_captions(twin, rng, source.captions_per_video)))
+    return members
+
+
+def _train_specs(source) -> list[VideoSpec]:
+    """`n_train` videos in families, numbered in family order; the last family is cut where the count is reached
+    (its base always stays: it comes first)."""
+    families: list[list[dict]] = []
+    count = 0
+    while count < source.n_train:
+        members = _family(source, len(families))[: source.n_train - count]
+        families.append(members)
+        count += len(members)
+    specs: list[VideoSpec] = []
+    for family, members in enumerate(families):
+        ids = [f"train-{len(specs) + k:05d}" for k in range(len(members))]
+        hard = next((k for k, m in enumerate(members) if m["role"] in TWIN_KINDS), None)
+        for k, member in enumerate(members):
+            twin = hard if k == 0 else (0 if k == hard else None)  # the base and its hard negative
+            specs.append(VideoSpec(
+                video_id=ids[k], split="train", events=tuple(member["events"]), background=member["background"],
+                captions=member["captions"], twin_id=None if twin is None else ids[twin],
+                twin_kind=None if twin is None else members[hard]["role"], group_id=f"train-family-{family:05d}",
+                role=member["role"]))
+    return specs
+
+
+def _twin_pair_specs(source, split: str) -> list[VideoSpec]:
+    specs = []
+    for pair in range(getattr(source, f"n_{split}") // 2):
+        rng = np.random.default_rng([source.seed, SPLIT_CODES[split], pair])
+        n = int(rng.integers(source.min_events, source.max_events + 1))
+        kind = TWIN_KINDS[pair % 2]
+        base = _random_events(rng, n, distinct_actions=True)
+        background = _background(rng)
+        ids = (f"{split}-{2 * pair:05d}", f"{split}-{2 * pair + 1:05d}")
+        for j, events in enumerate((base, _twin(base, kind))):
+            specs.append(
+                VideoSpec(
+                    video_id=ids[j],
+                    split=split,
+                    events=tuple(events),
+                    background=background,
+                    captions=_captions(events, rng, 1),
+                    twin_id=ids[1 - j],
+                    twin_kind=kind,
+                    group_id=f"{split}-pair-{pair:05d}",
+                    role="base" if j == 0 else kind,
+                )
+            )
+    return specs
+
+
 def video_specs(source) -> list[VideoSpec]:
     """All videos of all splits, deterministically from the generator parameters (a SyntheticSource)."""
-    specs: list[VideoSpec] = []
-    for split, count in (("train", source.n_train), ("val", source.n_val), ("test", source.n_test)):
-        code = SPLIT_CODES[split]
-        if split == "train":
-            for i in range(count):
-                rng = np.random.default_rng([source.seed, code, i])
-                n = int(rng.integers(source.min_events, source.max_events + 1))
-                events = _random_events(rng, n, distinct_actions=False)
-                specs.append(
-                    VideoSpec(
-                        video_id=f"{split}-{i:05d}",
-                        split=split,
-                        events=tuple(events),
-                        background=tuple(int(v) for v in rng.integers(10, 60, size=3)),
-                        captions=_captions(events, rng, source.captions_per_video),
-                    )
-                )
-            continue
-        for pair in range(count // 2):
-            rng = np.random.default_rng([source.seed, code, pair])
-            n = int(rng.integers(source.min_events, source.max_events + 1))
-            kind = ("order", "binding")[pair % 2]
-            base = _random_events(rng, n, distinct_actions=True)
-            background = tuple(int(v) for v in rng.integers(10, 60, size=3))
-            ids = (f"{split}-{2 * pair:05d}", f"{split}-{2 * pair + 1:05d}")
-            for j, events in enumerate((base, _twin(base, kind))):
-                specs.append(
-                    VideoSpec(
-                        video_id=ids[j],
-                        split=split,
-                        events=tuple(events),
-                        background=background,
-                        captions=_captions(events, rng, 1),
-                        twin_id=ids[1 - j],
-                        twin_kind=kind,
-                    )
-                )
-    return specs
+    return _train_specs(source) + _twin_pair_specs(source, "val") + _twin_pair_specs(source, "test")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,8 +290,15 @@ def render(spec: VideoSpec, fps: int, event_seconds: float, size: int) -> np.nda
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int, keyframe_interval: int | None = None) -> None:
-    """Encode frames as H.264 (yuv420p) MP4, atomically; keyframe_interval None keeps libx264's default (250)."""
+def write_mp4(path: Path, frames: np.ndarray, fps: int, keyframe_interval: int | None = None,
+              bit_exact: bool = True) -> None:
+    """Encode frames as H.264 (yuv420p) MP4, atomically; keyframe_interval None keeps libx264's default (250).
+
+    bit_exact: the same frames give the same bytes, in any process and on any CPU. Two things stand in the way:
+    libx264 guesses timestamps it is not given, and its SIMD code reads uninitialised memory in the lookahead (the
+    output then depends on what the process encoded before: measured, 1 to 5 of 28 small videos differed between
+    runs; none with x264's plain C code, asm=0). asm=0 costs about 1.6x encoding time at 64 px and 3.5x at 320x240;
+    bit_exact=False keeps the SIMD code, for inputs of speed benchmarks only."""
     import av
 
     with atomic_path(path) as tmp:
@@ -234,12 +306,15 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, keyframe_interval: int |
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "17", "preset": "veryfast"}
+            stream.options = {"crf": "17", "preset": "veryfast", **({"x264-params": "asm=0"} if bit_exact else {})}
             stream.codec_context.thread_count = 1
             if keyframe_interval:
                 stream.codec_context.gop_size = keyframe_interval
-            for image in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            time_base = Fraction(1, fps)
+            for i, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = i, time_base
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
@@ -286,6 +361,9 @@ def generate(source, raw_dir: Path, workers: int = 1) -> list[VideoSpec]:
                     "events": [asdict(e) for e in s.events],
                     "twin_id": s.twin_id,
                     "twin_kind": s.twin_kind,
+                    "group_id": s.group_id,
+                    "content_id": s.content_id,
+                    "role": s.role,
                 }
                 for s in specs
             ],

@@ -147,11 +147,10 @@ class AttentionAggregation(nn.Module):
         super().__init__()
         heads = max(1, dim // head_width)
         self.outputs = outputs
-        self.queries = nn.Parameter(torch.randn(outputs, dim) * dim**-0.5)
+        self.queries = nn.Parameter(torch.randn(outputs, dim))  # unit-variance: attention differs per query at once
         self.norm_tokens = nn.LayerNorm(dim)
         self.mix = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm_keys = nn.LayerNorm(dim)
-        self.norm_queries = nn.LayerNorm(dim)
         self.merge = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm_out = nn.LayerNorm(dim)
         self.feed_forward = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
@@ -163,7 +162,7 @@ class AttentionAggregation(nn.Module):
         h = self.norm_tokens(x)
         x = x + self.mix(h, h, h, key_padding_mask=padding, need_weights=False)[0]
         keys = self.norm_keys(x)
-        queries = self.norm_queries(self.queries).to(x.dtype).expand(len(x), -1, -1)
+        queries = self.queries.to(x.dtype).expand(len(x), -1, -1)
         merged, weights = self.merge(queries, keys, keys, key_padding_mask=padding, need_weights=True)
         out = merged + self.feed_forward(self.norm_out(merged))
         assignment = weights.argmax(dim=1).masked_fill(padding, -1)  # [B, N]: the output each token feeds most
