@@ -96,7 +96,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
         local root; root="$(mktemp -d)"
         mkdir -p "$root/raw/synthetic" && ln -s "$data/frames" "$root/frames"
         ln -s "$data/raw/synthetic/annotations.parquet" "$root/raw/synthetic/annotations.parquet"
-        local hcmi=("$PY" -m hcmi.cli "${params[@]}" --set "train.device=$device" --data-root "$root")
+        local hcmi=("$PY" -m hcmi.cli "${params[@]}" --set "compute.device=$device" --data-root "$root")
         step "train hcmi ($device)" 300 "${hcmi[@]}" train --dataset synthetic --model hcmi --seed 0
         step "evaluate hcmi ($device)" 120 "${hcmi[@]}" evaluate --dataset synthetic --model hcmi --seed 0
         cp "$root/checkpoints/synthetic/hcmi/seeds/0/train_log.csv" \
