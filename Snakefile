@@ -32,6 +32,10 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    check_jobs_fit_slurm_nodes()
+
+
 rule all:
     input:
         "data/reports/index.html",
