@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -77,3 +78,21 @@ def linked_root(tmp_path: Path, layout, name: str = "data") -> Path:
     for sub in ("raw", "frames"):
         (root / sub).symlink_to(layout.root / sub)
     return root
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node SLURM cluster for the session (tests/slurm_cluster.py): the machine's own when one runs, otherwise
+    Debian's packages, installed when missing, started from a generated configuration and stopped at the end.
+    Skipped only where SLURM can be neither installed nor started (no apt-get, not root), and never under CI
+    (CI=true), where that is a failure."""
+    from slurm_cluster import ClusterUnavailable, one_node_cluster
+
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(one_node_cluster())
+        except ClusterUnavailable as reason:
+            if os.environ.get("CI", "").lower() in ("true", "1"):
+                pytest.fail(f"CI runs the SLURM tests, but no cluster can be had here: {reason}")
+            pytest.skip(f"no SLURM cluster: {reason}")
+        yield cluster

@@ -56,3 +56,35 @@ def param(key):
     for part in key.split("."):
         value = value[part]
     return value
+
+
+def check_jobs_fit_slurm_nodes():
+    """On SLURM, before anything is submitted: stop when a job asks for more CPUs or memory than any node has (it
+    would pend for ever). CPUs are a rule's threads (params.yaml, compute.*_threads) unless its cpus_per_task
+    resource says otherwise; memory is its mem_mb resource."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    from hcmi.cluster import Request, cluster_nodes, oversized
+
+    nodes = cluster_nodes()
+    if nodes is None:  # sinfo unavailable: the node size is unknown, SLURM alone judges the requests
+        return
+    requests = []
+    for job in workflow.dag.needrun_jobs():
+        if job.is_local:
+            continue
+        resources = job.resources
+        cpus = resources.get("cpus_per_task") or job.threads
+        cpus = cpus if isinstance(cpus, int) and cpus > 0 else None  # cpus_per_task < 0: no CPU count requested
+        per_cpu = resources.get("mem_mb_per_cpu")
+        memory = per_cpu * (cpus or 1) if isinstance(per_cpu, int) else resources.get("mem_mb")
+        memory = memory if isinstance(memory, int) else None
+        requests.append(Request(job.rule.name, cpus, memory, resources.get("slurm_partition")))
+    problems = oversized(requests, nodes)
+    if problems:
+        raise WorkflowError(
+            "these jobs would never start on this cluster (node sizes from sinfo):\n  " + "\n  ".join(problems)
+            + "\nLower the request in params.yaml (compute.train_threads, compute.sample_threads, "
+            "compute.train_mem_mb) or in the profile (default-resources, set-resources), or choose a partition "
+            "with larger nodes (slurm_partition).")
