@@ -3,6 +3,7 @@ source tree. A wheel built from the repository, installed into a fresh virtual e
 render a report from result files by itself."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,8 +18,12 @@ TIMEOUT_S = 300
 
 
 def test_an_installed_wheel_validates_params_and_renders_a_report(tmp_path):
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
+    shutil.copytree(REPO / "hcmi", source / "hcmi", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheels)], check=True, capture_output=True, timeout=TIMEOUT_S)
     [wheel] = wheels.glob("hcmi-*.whl")
     fresh = tmp_path / "venv"

@@ -6,7 +6,7 @@ Optional columns, the synthetic benchmark's only (real datasets have none of the
   content_id           equal for videos that show the same events (true duplicates: captions interchangeable)
 No torch here.
 
-The real datasets follow the protocols of CLIP4Clip's data loaders (DESIGN §3):
+The real datasets follow the protocols of CLIP4Clip's data loaders (docs/datasets.md):
   msrvtt       train: every sentence of the 9k videos; test: the one JSFusion sentence of each 1k-A video
   msvd         train/val/test lists; every caption of a video is a row (test: multi-caption evaluation)
   lsmdc        one row per line of the tab-separated files (a clip id may repeat in training)

@@ -1,4 +1,4 @@
-"""Frame sampling with decord into a compressed frame cache (DESIGN §3.3).
+"""Frame sampling with decord into a compressed frame cache (docs/datasets.md: size and time).
 
 A video is cut into N = `max_frames` equal segments and C = `candidates` frames are kept per segment, so that
 training can draw a different frame per segment in each epoch and view (adaptive label denoising needs two random
