@@ -168,7 +168,7 @@ def test_losses_are_finite_and_drop_when_overfitting_a_batch(aggregation):
 @pytest.mark.parametrize("aggregation, heads", [
     ("attention", ("clip_aggregation.queries", "clip_aggregation.mix.in_proj_weight",
                    "clip_aggregation.feed_forward.0.weight", "video_token.layer.queries",
-                   "phrase_aggregation.merge.out_proj.weight", "sentence_token.layer.feed_forward.2.weight")),
+                   "phrase_aggregation.key_proj.weight", "sentence_token.layer.feed_forward.2.weight")),
     ("density_peak", ("clip_aggregation.score.weight", "phrase_aggregation.score.weight",
                       "video_token.layer.score.weight", "sentence_token.layer.score.weight")),
 ])

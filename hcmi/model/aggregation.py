@@ -2,8 +2,9 @@
 
 `attention` (the default, as the authors describe their aggregation layer): tokens with similar meaning are merged
 through self-attention, then a feed-forward layer transforms them. Here one self-attention layer lets similar tokens
-exchange information, K learned queries then attend over the tokens (each output a softmax-weighted merge of the
-tokens that match its query), and a feed-forward layer transforms the K outputs (pre-norm, residual). The same layer
+exchange information, K learned queries then attend over the tokens (each output a softmax-weighted average of the
+tokens that match its query: a soft cluster, in the tokens' own space), and a feed-forward layer transforms the K
+outputs (pre-norm, residual). The same layer
 with K = 1 turns clips into the video token and phrases into the sentence token. docs/method.md gives the reasoning.
 
 The clustering alternatives (params `model.aggregation`) choose centres from the tokens' mutual similarity, without
@@ -141,19 +142,33 @@ class AttentionPool(nn.Module):
 
 
 class AttentionAggregation(nn.Module):
-    """N tokens -> K tokens by self-attention merging and a feed-forward transform (see the module docstring)."""
+    """N tokens -> K tokens by self-attention merging and a feed-forward transform (see the module docstring).
+
+    The merge attends with learned queries over keys projected from the tokens, and averages the tokens themselves
+    (no value projection), so a merged token stays in the space of the tokens it merges: clips in the space of
+    frames, phrases in the space of words, where the levels compare them."""
 
     def __init__(self, dim: int, outputs: int, head_width: int = 64):
         super().__init__()
-        heads = max(1, dim // head_width)
+        self.heads = max(1, dim // head_width)
         self.outputs = outputs
         self.queries = nn.Parameter(torch.randn(outputs, dim))  # unit-variance: attention differs per query at once
         self.norm_tokens = nn.LayerNorm(dim)
-        self.mix = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mix = nn.MultiheadAttention(dim, self.heads, batch_first=True)
         self.norm_keys = nn.LayerNorm(dim)
-        self.merge = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.query_proj = nn.Linear(dim, dim)
+        self.key_proj = nn.Linear(dim, dim)
         self.norm_out = nn.LayerNorm(dim)
         self.feed_forward = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def merge_weights(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """[B, heads, K, N]: per head, each query's softmax over the valid tokens."""
+        b, n, d = tokens.shape
+        width = d // self.heads
+        queries = self.query_proj(self.queries.to(tokens.dtype)).view(self.outputs, self.heads, width)
+        keys = self.key_proj(self.norm_keys(tokens)).view(b, n, self.heads, width)
+        logits = torch.einsum("khw,bnhw->bhkn", queries, keys).float() * width**-0.5
+        return torch.softmax(logits.masked_fill(padding[:, None, None, :], float("-inf")), dim=-1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, N, D], mask [B, N] -> (tokens [B, K, D], their mask [B, K], each token's strongest output [B, N])."""
@@ -161,11 +176,12 @@ class AttentionAggregation(nn.Module):
         padding = ~mask
         h = self.norm_tokens(x)
         x = x + self.mix(h, h, h, key_padding_mask=padding, need_weights=False)[0]
-        keys = self.norm_keys(x)
-        queries = self.queries.to(x.dtype).expand(len(x), -1, -1)
-        merged, weights = self.merge(queries, keys, keys, key_padding_mask=padding, need_weights=True)
+        weights = self.merge_weights(x, padding)  # [B, heads, K, N]
+        b, n, d = x.shape
+        heads = x.view(b, n, self.heads, d // self.heads)
+        merged = torch.einsum("bhkn,bnhw->bkhw", weights.to(x.dtype), heads).reshape(b, self.outputs, d)
         out = merged + self.feed_forward(self.norm_out(merged))
-        assignment = weights.argmax(dim=1).masked_fill(padding, -1)  # [B, N]: the output each token feeds most
+        assignment = weights.mean(dim=1).argmax(dim=1).masked_fill(padding, -1)  # the output each token feeds most
         return out, torch.ones(out.shape[:2], dtype=torch.bool, device=x.device), assignment
 
 
