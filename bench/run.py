@@ -68,10 +68,23 @@ def summary_lines(results: dict) -> list[str]:
         r = results[name]
         lines += [f"## Training step ({r['backbone']}, batch {r['batch']} x {r['frames']} frames, "
                   f"{name.split('_')[-1]})", ""]
-        lines += [f"- {row['head']}: {row['s_per_step']} s/step" + (f", peak {row['peak_gpu_mem_gb']} GB"
-                                                                    if "peak_gpu_mem_gb" in row else "")
-                  for row in r["rows"]] + [f"- HCMI heads overhead: {r['overhead_percent']}%", ""]
+        if "rows" in r:
+            lines += [f"- {row['head']}: {row['s_per_step']} s/step" + (f", peak {row['peak_gpu_mem_gb']} GB"
+                                                                        if "peak_gpu_mem_gb" in row else "")
+                      for row in r["rows"]] + [f"- HCMI heads overhead: {r['overhead_percent']}%"]
+        if "gradcache" in r:
+            lines += gradcache_lines(r["gradcache"])
+        lines += [""]
     return lines
+
+
+def gradcache_lines(r: dict) -> list[str]:
+    """HCMI's plain step against its gradient-cached step (bench/train_step.py's `gradcache` result)."""
+    lines = [f"- gradient caching, chunks of {r['chunk']} (peak memory above the resting state, measured by "
+             f"{r['memory_measured_by']}; estimate of hcmi.memory in brackets):"]
+    lines += [f"  - {row['mode']}: {row['s_per_step']} s/step, peak {row['step_peak_mb']} MB "
+              f"({row['estimated_step_peak_mb']} MB)" for row in r["rows"]]
+    return lines + [f"  - cached / plain: {r['time_ratio']}x the time, {r['memory_ratio']}x the peak memory"]
 
 
 def main(argv=None) -> int:

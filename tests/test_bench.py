@@ -1,5 +1,7 @@
 """The benchmark scripts run end to end at smoke-test size and write their summary (no timing is asserted)."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -28,3 +30,38 @@ def test_bench_runner_rejects_an_unknown_benchmark(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--only", "eval_similarity,speed"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "unknown benchmark(s) speed" in result.stderr
+
+
+def test_training_step_bench_compares_gradient_caching_with_the_plain_step(tmp_path):
+    """Times alternate in one process; each mode's peak memory comes from a fresh process, the estimate beside it."""
+    env = {**os.environ, "HCMI_BENCH_DIR": str(tmp_path)}
+    command = [sys.executable, str(REPO / "bench/train_step.py"), "--backbone", "hcmi-tiny", "--batch", "4",
+               "--rounds", "1", "--compare", "gradcache", "--chunk", "1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    saved = json.loads((tmp_path / "train_step_cpu.json").read_text())
+    assert "rows" not in saved, "the heads comparison was not asked for"
+    gradcache = saved["gradcache"]
+    assert [row["mode"] for row in gradcache["rows"]] == ["plain", "cached"]
+    assert [row["chunk"] for row in gradcache["rows"]] == [4, 1]
+    for row in gradcache["rows"]:
+        assert row["s_per_step"] > 0 and row["step_peak_mb"] > 0 and row["estimated_step_peak_mb"] > 0
+    assert gradcache["memory_measured_by"] == "VmHWM"
+    assert "gradient caching in chunks of 1" in result.stdout
+
+
+def test_summary_has_lines_for_gradient_caching():
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench/run.py")
+    bench_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_run)
+    rows = [{"mode": "plain", "chunk": 8, "s_per_step": 2.0, "step_peak_mb": 3000.0, "estimated_step_peak_mb": 3100.0},
+            {"mode": "cached", "chunk": 2, "s_per_step": 2.8, "step_peak_mb": 800.0, "estimated_step_peak_mb": 850.0}]
+    result = {"machine": {}, "backbone": "ViT-B-32", "batch": 8, "frames": 12,
+              "gradcache": {"rows": rows, "chunk": 2, "time_ratio": 1.4, "memory_ratio": 0.27,
+                            "memory_measured_by": "VmHWM"}}
+    summary = "\n".join(bench_run.summary_lines({"train_step_cpu": result}))
+    assert "## Training step (ViT-B-32, batch 8 x 12 frames, cpu)" in summary
+    assert "gradient caching, chunks of 2" in summary
+    assert "cached: 2.8 s/step, peak 800.0 MB (850.0 MB)" in summary
+    assert "1.4x the time, 0.27x the peak memory" in summary
+    assert "HCMI heads overhead" not in summary
