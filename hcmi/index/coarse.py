@@ -1,0 +1,196 @@
+"""The coarse stage: a FAISS inner-product index over one stored vector per video (the video-sentence level), which
+proposes the candidates that the full multi-level score re-ranks.
+
+Up to EXACT_MAX_VIDEOS videos the index is exact (IndexFlatIP: float32 copies of the vectors, every one scanned per
+query). Above, an inverted file with 8-bit scalar quantisation (IVF-SQ8): vectors in about sqrt(N) k-means lists,
+one byte per dimension, `nprobe` lists scanned per query. Measured with bench/search.py (2 shared cores, D=512):
+the flat index costs 2 KB per video of memory and a query scans all of it, about 16 ms at 100k and 170 ms at 1M;
+IVF-SQ8 needs a quarter of the memory and about 2-5 ms per query at every size, with the same two-stage recall at
+depth 200 (see the README's Performance section). The threshold sits where a flat scan starts to cost more than the
+re-ranking after it (about 10 ms per query); below it, exact costs nothing in recall and needs no training.
+
+The index lives beside the store (coarse.faiss + coarse.json: which store, how many rows, how it was built) and is a
+derived file: `for_store` loads it, extends it with rows appended since, or rebuilds it when it no longer fits.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from hcmi.files import atomic_path, read_json, write_json
+from hcmi.index.errors import VideoIndexError
+from hcmi.index.store import VideoStore
+
+VIDEO_KEY = "video"
+EXACT_MAX_VIDEOS = 100_000
+IVF_PROBE_FRACTION = 0.25  # of the lists, scanned per query
+IVF_TRAIN_PER_LIST = 40  # k-means sample per list: FAISS asks for at least 39
+IVF_TRAIN_ITERATIONS = 10
+RETRAIN_GROWTH = 2.0  # an IVF index trained on fewer than half of today's videos is rebuilt: its lists drift apart
+ADD_BATCH_ROWS = 65_536
+INDEX_FILE = "coarse.faiss"
+KINDS = ("flat", "ivf")
+
+
+def choose_kind(rows: int, exact_max: int = EXACT_MAX_VIDEOS) -> str:
+    return "flat" if rows <= exact_max else "ivf"
+
+
+def ivf_lists(rows: int) -> int:
+    """About 2 sqrt(rows) lists, a power of two, at most one per 8 videos (tiny indexes)."""
+    lists = 2 ** round(math.log2(max(1.0, 2 * math.sqrt(rows))))
+    return max(1, min(lists, rows // 8))
+
+
+def ivf_nprobe(lists: int, fraction: float = IVF_PROBE_FRACTION) -> int:
+    return max(1, round(lists * fraction))
+
+
+class CoarseIndex:
+    def __init__(self, index, kind: str, key: str, store_uid: str, trained_rows: int, nprobe: int | None = None):
+        self.index, self.kind, self.key = index, kind, key
+        self.store_uid, self.trained_rows = store_uid, trained_rows
+        self.nprobe = nprobe or (ivf_nprobe(faiss.extract_index_ivf(index).nlist) if kind == "ivf" else 1)
+
+    @property
+    def nprobe(self) -> int:
+        """Lists scanned per query (IVF; ignored by the flat index)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = int(value)
+        if self.kind == "ivf":
+            ivf = faiss.extract_index_ivf(self.index)
+            ivf.nprobe = max(1, min(self._nprobe, ivf.nlist))
+
+    @property
+    def rows(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @classmethod
+    def build(cls, store: VideoStore, kind: str | None = None, key: str = VIDEO_KEY,
+              exact_max: int = EXACT_MAX_VIDEOS, nprobe: int | None = None, seed: int = 0) -> "CoarseIndex":
+        """A new index over every stored row of `key`; `kind` None chooses by size; `nprobe` None scans
+        IVF_PROBE_FRACTION of the lists."""
+        dim = _vector_dim(store, key)
+        kind = kind or choose_kind(store.rows, exact_max)
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "ivf":
+            index = _trained_ivf(store, key, dim, seed)
+        else:
+            raise ValueError(f"coarse index kind: one of {', '.join(KINDS)}, not {kind!r}")
+        coarse = cls(index, kind, key, store.uid, store.rows, nprobe)
+        coarse.extend(store)
+        return coarse
+
+    def extend(self, store: VideoStore) -> None:
+        """Add the store's rows appended since this index was built (row r of the store is FAISS label r)."""
+        self._check_store(store)
+        for start in range(self.rows, store.rows, ADD_BATCH_ROWS):
+            self.index.add(_float32(store.read_range(start, start + ADD_BATCH_ROWS, keys=[self.key])[self.key]))
+
+    def search(self, queries, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """[Q, D] query vectors -> (scores, rows), each [Q, depth] best first; rows -1 where fewer were found."""
+        queries = _float32(np.asarray(queries))
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"coarse queries: shape [n, {self.dim}] expected, got {list(queries.shape)}")
+        scores, rows = self.index.search(queries, max(1, min(depth, self.rows)))
+        return scores, rows
+
+    def memory_bytes(self) -> int:
+        """The index's payload in memory: float32 vectors (flat), or one code and one 8-byte id per video plus the
+        list centroids (IVF)."""
+        if self.kind == "flat":
+            return self.rows * self.dim * 4
+        ivf = faiss.extract_index_ivf(self.index)
+        return self.rows * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
+
+    def save(self, path: Path) -> None:
+        """`path` (the FAISS file) and path.json beside it, each written atomically; the JSON last, naming the
+        number of rows the FAISS file holds, so a half-saved pair is detected and rebuilt."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        write_json(_meta_path(path), {"kind": self.kind, "key": self.key, "store_uid": self.store_uid,
+                                      "rows": self.rows, "trained_rows": self.trained_rows, "nprobe": self.nprobe})
+
+    @classmethod
+    def load(cls, path: Path, store: VideoStore, nprobe: int | None = None) -> "CoarseIndex":
+        """The index saved at `path` for this store (VideoIndexError when it is absent, unreadable or another
+        store's)."""
+        path = Path(path)
+        try:
+            meta = read_json(_meta_path(path))
+            index = faiss.read_index(str(path))
+            coarse = cls(index, meta["kind"], meta["key"], meta["store_uid"], int(meta["trained_rows"]),
+                         int(nprobe or meta["nprobe"]))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise VideoIndexError(f"{path}: no usable coarse index ({err})") from None
+        if coarse.rows != meta["rows"] or coarse.kind not in KINDS:
+            raise VideoIndexError(f"{path}: holds {coarse.rows} rows, its {_meta_path(path).name} says {meta['rows']}")
+        coarse._check_store(store)
+        return coarse
+
+    @classmethod
+    def for_store(cls, store: VideoStore, key: str = VIDEO_KEY, exact_max: int = EXACT_MAX_VIDEOS,
+                  nprobe: int | None = None, path: Path | None = None) -> "CoarseIndex":
+        """The store's coarse index, up to date: loaded from beside the store, extended with appended rows, or
+        (re)built and saved when it is missing, damaged, of the wrong kind for today's size, or trained on too few
+        rows."""
+        path = Path(path) if path else store.path / INDEX_FILE
+        try:
+            coarse = cls.load(path, store, nprobe)
+        except VideoIndexError:
+            coarse = None
+        if coarse is not None and coarse.key == key and coarse.kind == choose_kind(store.rows, exact_max) and (
+                coarse.kind == "flat" or store.rows <= RETRAIN_GROWTH * coarse.trained_rows):
+            if coarse.rows == store.rows:
+                return coarse
+            coarse.extend(store)
+        else:
+            coarse = cls.build(store, key=key, exact_max=exact_max, nprobe=nprobe)
+        coarse.save(path)
+        return coarse
+
+    def _check_store(self, store: VideoStore) -> None:
+        if store.uid != self.store_uid or store.rows < self.rows:
+            raise VideoIndexError(f"{store.path}: the coarse index belongs to another store (or a longer one)")
+        if _vector_dim(store, self.key) != self.dim:
+            raise VideoIndexError(f"{store.path}: key {self.key!r} has another dimension than the coarse index")
+
+
+def _trained_ivf(store: VideoStore, key: str, dim: int, seed: int):
+    lists = ivf_lists(store.rows)
+    index = faiss.index_factory(dim, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(index).cp.niter = IVF_TRAIN_ITERATIONS  # lists need no converged k-means
+    sample = np.random.default_rng(seed).choice(store.rows, min(store.rows, IVF_TRAIN_PER_LIST * lists), replace=False)
+    index.train(_float32(store.read(np.sort(sample), keys=[key])[key]))
+    return index
+
+
+def _vector_dim(store: VideoStore, key: str) -> int:
+    if store.rows == 0:
+        raise VideoIndexError(f"{store.path}: the index holds no videos yet; append some first")
+    schema = store.schema
+    if key not in schema or len(schema[key][1]) != 1:
+        raise VideoIndexError(f"{store.path}: the coarse index needs one vector per video under key {key!r}; "
+                              f"the store holds {', '.join(f'{k} {s}' for k, (_, s) in schema.items())}")
+    return schema[key][1][0]
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
