@@ -223,3 +223,17 @@ def test_long_searches_unmap_what_they_read(tmp_path, monkeypatch):
     assert not released
     store.read([2, 3])
     assert len(released) == 1
+
+
+def test_tuning_nprobe_reaches_the_asked_recall_and_is_kept(tmp_path):
+    store = built(tmp_path / "ix", 800)
+    coarse = CoarseIndex.build(store, kind="ivf")
+    text = queries(videos(800, 0), torch.arange(0, 800, 40), seed=6, noise=1.0)
+    recall = coarse.tune_nprobe(store, text["sentence"], depth=20, target=0.95)
+    vectors = store.read(np.arange(800), keys=["video"])["video"]
+    exact = np.argsort(-(text["sentence"].numpy() @ vectors.T), axis=1, kind="stable")[:, :20]
+    _, rows = coarse.search(text["sentence"], 20)
+    measured = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(rows, exact)])
+    assert recall >= 0.95 and measured == pytest.approx(recall, abs=0.02)
+    coarse.save(tmp_path / "ix/coarse.faiss")
+    assert CoarseIndex.load(tmp_path / "ix/coarse.faiss", store).nprobe == coarse.nprobe

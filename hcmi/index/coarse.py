@@ -30,6 +30,7 @@ EXACT_MAX_VIDEOS = 100_000
 IVF_PROBE_FRACTION = 0.25  # of the lists, scanned per query
 IVF_TRAIN_PER_LIST = 40  # k-means sample per list: FAISS asks for at least 39
 IVF_TRAIN_ITERATIONS = 10
+TUNE_TARGET = 0.97  # share of the exact coarse top `depth` that tune_nprobe asks of the IVF top `depth`
 RETRAIN_GROWTH = 2.0  # an IVF index trained on fewer than half of today's videos is rebuilt: its lists drift apart
 ADD_BATCH_ROWS = 65_536
 INDEX_FILE = "coarse.faiss"
@@ -107,6 +108,23 @@ class CoarseIndex:
         scores, rows = self.index.search(queries, max(1, min(depth, self.rows)))
         return scores, rows
 
+    def tune_nprobe(self, store: VideoStore, queries, depth: int, target: float = TUNE_TARGET) -> float:
+        """IVF only: the fewest lists to scan (nlist/64, doubling) for which the index's top `depth` holds `target`
+        of the exact top `depth` of these query vectors (say, validation captions' sentence vectors: how well lists
+        route depends on the data and the model). Sets nprobe (save() keeps it); returns the recall reached."""
+        if self.kind != "ivf":
+            return 1.0
+        queries = _float32(np.asarray(queries))
+        exact = _exact_top(store, self.key, queries, depth)
+        lists = faiss.extract_index_ivf(self.index).nlist
+        self.nprobe = max(1, lists // 64)
+        while True:
+            _, rows = self.search(queries, depth)
+            recall = float(np.mean([len(np.intersect1d(got, want)) / len(want) for got, want in zip(rows, exact)]))
+            if recall >= target or self.nprobe >= lists:
+                return recall
+            self.nprobe = min(lists, 2 * self.nprobe)
+
     def memory_bytes(self) -> int:
         """The index's payload in memory: float32 vectors (flat), or one code and one 8-byte id per video plus the
         list centroids (IVF)."""
@@ -167,6 +185,20 @@ class CoarseIndex:
             raise VideoIndexError(f"{store.path}: the coarse index belongs to another store (or a longer one)")
         if _vector_dim(store, self.key) != self.dim:
             raise VideoIndexError(f"{store.path}: key {self.key!r} has another dimension than the coarse index")
+
+
+def _exact_top(store: VideoStore, key: str, queries: np.ndarray, depth: int) -> list[np.ndarray]:
+    """Per query, the rows of the `depth` largest inner products with the stored vectors (a blocked scan)."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, store.rows, ADD_BATCH_ROWS):
+        block = _float32(store.read_range(start, start + ADD_BATCH_ROWS, keys=[key])[key])
+        scores = np.concatenate([best_scores, queries @ block.T], axis=1)
+        rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + len(block)),
+                                                          (len(queries), len(block)))], axis=1)
+        keep = np.argpartition(-scores, min(depth, scores.shape[1]) - 1, axis=1)[:, :depth]
+        best_scores, best_rows = np.take_along_axis(scores, keep, 1), np.take_along_axis(rows, keep, 1)
+    return list(best_rows)
 
 
 def _trained_ivf(store: VideoStore, key: str, dim: int, seed: int):
