@@ -27,8 +27,9 @@ BLOCK_QUERIES = 64  # queries per scorer call in exhaustive search
 
 def search(text_rep: Mapping, store: VideoStore, coarse: CoarseIndex, scorer: Scorer, depth: int, k: int,
            query_key: str = QUERY_KEY) -> list[Hits]:
-    """Per query (the first dimension of every text_rep value), the k best (video_id, score), best first.
-    depth >= the number of videos scores every video (the exact result)."""
+    """Per query (the first dimension of every text_rep value), the k best (video_id, score), best first; fewer
+    when the coarse index finds fewer candidates. depth >= the number of videos scores every video (the exact
+    result). depth 200 found 99% of the exact top 10 at 10k-100k videos in bench/search.py."""
     if k < 1 or depth < k:
         raise ValueError(f"search: need 1 <= k <= depth, got k={k}, depth={depth}")
     text = as_tensors(text_rep)
