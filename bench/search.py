@@ -231,34 +231,55 @@ def _check_disk(root: Path, size: int) -> None:
                          "(use --dir elsewhere or smaller --sizes)")
 
 
+def build_coarse_indexes(store: VideoStore, workdir: Path) -> dict:
+    """Both kinds, saved for the searching processes; their build time and memory."""
+    info = {}
+    for kind in ("flat", "ivf"):
+        t0 = time.perf_counter()
+        coarse = CoarseIndex.build(store, kind=kind)
+        coarse.save(workdir / f"coarse-{kind}.faiss")
+        info[kind] = {"build_s": round(time.perf_counter() - t0, 1), "memory_mb": round(coarse.memory_bytes() / 2**20)}
+    return info
+
+
+def pass_rows(result: dict, size: int, kind: str, chosen: str, exact_hits: list) -> list[dict]:
+    """One table row per pass of a searching process."""
+    memory, rows = result["memory_kb"], []
+    for one in result["passes"]:
+        ms, cpu_ms = np.array(one["wall"]) * 1000, np.array(one["cpu"]) * 1000
+        label = kind if kind == "flat" else f"ivf/{ivf_lists(size)}, nprobe {one['nprobe']}"
+        is_chosen = kind == chosen and (kind == "flat" or one["nprobe"] == ivf_nprobe(ivf_lists(size)))
+        found = [[(video_id, 0.0) for video_id in q] for q in one["hits"]]
+        rows.append({"videos": size, "coarse": label + (" (chosen)" if is_chosen else ""), "depth": one["depth"],
+                     "cache": one["cache"], "recall@10": round(recall_at_k(found, exact_hits, K), 3),
+                     "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
+                     "mean_ms": round(float(ms.mean()), 1), "cpu_p50_ms": round(float(np.percentile(cpu_ms, 50)), 1),
+                     "cpu_p95_ms": round(float(np.percentile(cpu_ms, 95)), 1),
+                     "rss_peak_mb": round(memory["VmHWM"] / 1024),
+                     "rss_anon_mb": round(memory.get("RssAnon", 0) / 1024),
+                     "rss_file_mb": round(memory.get("RssFile", 0) / 1024), "load_avg": result["load_average"]})
+    return rows
+
+
 def bench_size(size: int, args, root: Path) -> tuple[list[dict], dict]:
     _check_disk(root, size)
     workdir = Path(tempfile.mkdtemp(prefix=f"search-{size}-", dir=root))
     try:
         print(f"== {size:,} videos: building the store in {workdir}", flush=True)
         store_dir = workdir / "store"
-        built = build_store(store_dir, size, args.seed)
+        summary = {"videos": size, **build_store(store_dir, size, args.seed)}
         store = VideoStore.open(store_dir, "bench-synthetic")
         chosen = choose_kind(size)
-        coarse_info = {}
-        for kind in ("flat", "ivf"):
-            t0 = time.perf_counter()
-            coarse = CoarseIndex.build(store, kind=kind)
-            coarse.save(workdir / f"coarse-{kind}.faiss")
-            coarse_info[kind] = {"build_s": round(time.perf_counter() - t0, 1),
-                                 "memory_mb": round(coarse.memory_bytes() / 2**20)}
-            del coarse
-        n_queries = min(args.queries, size) if size <= LARGE else min(args.queries_large, size)
+        summary.update(chosen_kind=chosen, coarse=build_coarse_indexes(store, workdir))
+        n_queries = min(args.queries if size <= LARGE else args.queries_large, size)
         targets = np.random.default_rng(args.seed + 1).choice(size, n_queries, replace=False)
         text = make_queries(store, targets, args.seed + 2)
         np.savez(workdir / "queries.npz", **text)
         print(f"   exact multi-level ranking of {n_queries} queries", flush=True)
         exact_hits, exact_batched = exact(as_tensors(text), store)
-        summary = {"videos": size, **built, "queries": n_queries, "chosen_kind": chosen,
-                   "exact_batched_s_per_query": exact_batched, "exact_single_s_per_query": None,
-                   "coarse": coarse_info,
-                   "target_top1_exact": round(float(np.mean([h[0][0] == f"video{t}"
-                                                             for h, t in zip(exact_hits, targets)])), 3)}
+        summary.update(queries=n_queries, exact_batched_s_per_query=exact_batched, exact_single_s_per_query=None,
+                       target_top1_exact=round(float(np.mean([h[0][0] == f"video{t}"
+                                                              for h, t in zip(exact_hits, targets)])), 3))
         rows = []
         for kind in (chosen, "ivf" if chosen == "flat" else "flat"):
             print(f"   searching with the {kind} coarse index", flush=True)
@@ -267,30 +288,14 @@ def bench_size(size: int, args, root: Path) -> tuple[list[dict], dict]:
                                 "probe_fractions": list(args.probe_fractions), "threads": args.search_threads,
                                 "exact_single": args.single_repeats if kind == chosen and size <= LARGE else 0,
                                 "default_depth": args.depth, "cold": kind == chosen}, workdir)
-            memory = result["memory_kb"]
             if result["exact_single_s"]:
                 summary["exact_single_s_per_query"] = round(float(np.median(result["exact_single_s"])), 3)
-            for one in result["passes"]:
-                ms, cpu_ms = np.array(one["wall"]) * 1000, np.array(one["cpu"]) * 1000
-                label = kind if kind == "flat" else f"ivf/{ivf_lists(size)}, nprobe {one['nprobe']}"
-                chosen_setting = kind == chosen and (kind == "flat" or one["nprobe"] == ivf_nprobe(ivf_lists(size)))
-                rows.append({"videos": size, "coarse": label + (" (chosen)" if chosen_setting else ""),
-                             "depth": one["depth"], "cache": one["cache"],
-                             "recall@10": round(recall_at_k([[(v, 0.0) for v in q] for q in one["hits"]],
-                                                            exact_hits, K), 3),
-                             "p50_ms": round(float(np.percentile(ms, 50)), 1),
-                             "p95_ms": round(float(np.percentile(ms, 95)), 1),
-                             "mean_ms": round(float(ms.mean()), 1),
-                             "cpu_p50_ms": round(float(np.percentile(cpu_ms, 50)), 1),
-                             "cpu_p95_ms": round(float(np.percentile(cpu_ms, 95)), 1),
-                             "rss_peak_mb": round(memory["VmHWM"] / 1024),
-                             "rss_anon_mb": round(memory.get("RssAnon", 0) / 1024),
-                             "rss_file_mb": round(memory.get("RssFile", 0) / 1024),
-                             "load_avg": result["load_average"]})
+            rows += pass_rows(result, size, kind, chosen, exact_hits)
         warm = next(r for r in rows if r["depth"] == args.depth and r["cache"] == "warm" and "chosen" in r["coarse"])
-        if summary["exact_single_s_per_query"]:
-            summary["speedup_vs_exact_single"] = round(summary["exact_single_s_per_query"] * 1000 / warm["mean_ms"])
-        summary["speedup_vs_exact_batched"] = round(summary["exact_batched_s_per_query"] * 1000 / warm["mean_ms"])
+        for name in ("single", "batched"):
+            if summary[f"exact_{name}_s_per_query"]:
+                summary[f"speedup_vs_exact_{name}"] = round(summary[f"exact_{name}_s_per_query"] * 1000
+                                                            / warm["mean_ms"])
         if args.float16_check:
             summary["float16_vs_float32"] = float16_effect(store, text, exact_hits, workdir, args.seed)
             args.float16_check = False  # once, at the first size
