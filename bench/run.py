@@ -20,8 +20,8 @@ from common import OUT_DIR  # noqa: E402
 HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {"eval_similarity": ["--quick"], "frame_sampling": ["--videos", "1", "--seconds", "3"],
               "loader": ["--videos", "4", "--seconds", "2"],
-              "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"]}
-SCRIPTS = ("eval_similarity", "frame_sampling", "loader", "train_step", "train_step_cuda")
+              "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"], "search": ["--quick"]}
+SCRIPTS = ("eval_similarity", "frame_sampling", "loader", "train_step", "train_step_cuda", "search")
 
 
 def _number(value) -> str:
@@ -75,6 +75,8 @@ def summary_lines(results: dict) -> list[str]:
         if "gradcache" in r:
             lines += gradcache_lines(r["gradcache"])
         lines += [""]
+    if "search" in results:
+        lines += search_lines(results["search"])
     return lines
 
 
@@ -85,6 +87,26 @@ def gradcache_lines(r: dict) -> list[str]:
     lines += [f"  - {row['mode']}: {row['s_per_step']} s/step, peak {row['step_peak_mb']} MB "
               f"({row['estimated_step_peak_mb']} MB)" for row in r["rows"]]
     return lines + [f"  - cached / plain: {r['time_ratio']}x the time, {r['memory_ratio']}x the peak memory"]
+
+
+def search_lines(r: dict) -> list[str]:
+    lines = [f"## Two-stage search (coarse index, then the full score re-ranks the top {r['depth']}; k={r['k']})", "",
+             "| videos | store (GB) | store write (s) | coarse | coarse build (s) | recall@10 | p50 (ms) | p95 (ms) "
+             "| cold p95 (ms) | resident peak (MB) | exact, 1 query (s) | exact, batched (s/query) | speed-up (vs 1 "
+             "query / batched) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for size in r["sizes"]:
+        mine = [x for x in r["rows"] if x["videos"] == size["videos"] and x["depth"] == r["depth"]
+                and "chosen" in x["coarse"]]
+        warm = next((x for x in mine if x["cache"] == "warm"), {})
+        cold = next((x for x in mine if x["cache"] == "cold"), {})
+        kind = size["chosen_kind"]
+        lines.append(f"| {size['videos']:,} | {size['store_gb']} | {size['store_write_s']} | {kind} | "
+                     f"{size['coarse'][kind]['build_s']} | {warm.get('recall@10', '?')} | {warm.get('p50_ms', '?')} | "
+                     f"{warm.get('p95_ms', '?')} | {cold.get('p95_ms', '?')} | {warm.get('rss_peak_mb', '?')} | "
+                     f"{_number(size.get('exact_single_s_per_query'))} | {size['exact_batched_s_per_query']} | "
+                     f"{_number(size.get('speedup_vs_exact_single'))}x / {size['speedup_vs_exact_batched']}x |")
+    return lines + ["", "Latencies: one query at a time, one search thread; cold: the store evicted from the page "
+                    "cache first. Exact: every video scored by the same multi-level scorer.", ""]
 
 
 def main(argv=None) -> int:

@@ -65,3 +65,22 @@ def test_summary_has_lines_for_gradient_caching():
     assert "cached: 2.8 s/step, peak 800.0 MB (850.0 MB)" in summary
     assert "1.4x the time, 0.27x the peak memory" in summary
     assert "HCMI heads overhead" not in summary
+
+
+def test_search_bench_measures_both_coarse_kinds_and_summarises(tmp_path):
+    scratch = tmp_path / "scratch"  # where the script puts its stores (its temporary directory)
+    scratch.mkdir()
+    env = {**os.environ, "HCMI_BENCH_DIR": str(tmp_path), "TMPDIR": str(scratch)}
+    result = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--quick", "--only", "search"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    data = json.loads((tmp_path / "search.json").read_text())
+    kinds = {row["coarse"] for row in data["rows"]}
+    assert "flat (chosen)" in kinds and any(kind.startswith("ivf/") for kind in kinds)
+    assert {row["cache"] for row in data["rows"]} == {"cold", "warm"}
+    chosen = [row for row in data["rows"] if row["depth"] == data["depth"] and "chosen" in row["coarse"]]
+    assert chosen and all(row["recall@10"] >= 0.9 and row["rss_peak_mb"] > 0 for row in chosen)
+    size = data["sizes"][0]
+    assert size["float16_vs_float32"]["top10_overlap"] >= 0.9 and size["exact_single_s_per_query"] > 0
+    assert "Two-stage search" in (tmp_path / "summary.md").read_text()
+    assert not list(scratch.iterdir())  # the stores were deleted
