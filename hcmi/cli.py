@@ -4,7 +4,7 @@ parameters, restrict them to what the step declares (hcmi/pipeline.py), call the
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <command> [options]
 
 Pipeline steps: download, weights, parse, sample, train, evaluate, summarize, report.
-Tools: check, synth, sync, verify, dvc-yaml, readme-results.
+Tools: check, synth, sync, verify, dvc-yaml, plan, readme-results.
 """
 
 from __future__ import annotations
@@ -99,6 +99,12 @@ def cmd_dvc_yaml(params, layout, args) -> None:
     print(f"{args.output} {'matches' if args.check else 'written from'} the step table")
 
 
+def cmd_plan(params, layout, args) -> None:
+    from hcmi.steps import plan
+
+    plan.run(params, args.gpu_memory_gb)
+
+
 def cmd_readme_results(params, layout, args) -> None:
     from hcmi.steps import readme
 
@@ -152,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     dvc = add("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml from the step table (hcmi/pipeline.py)")
     dvc.add_argument("--check", action="store_true", help="only check that dvc.yaml matches the step table")
     dvc.add_argument("--output", type=Path, default=Path("dvc.yaml"))
+    plan = add("plan", cmd_plan, "the estimated peak GPU memory of every training job, and the gradient-caching "
+               "chunk each will use (docs/scaling.md)")
+    plan.add_argument("--gpu-memory-gb", type=float, help="the budget per GPU (default: compute.gpu_memory_gb)")
     readme = add("readme-results", cmd_readme_results, "write the results tables of the last run "
                  "(data/reports/results.md) into README.md's results section")
     readme.add_argument("--readme", type=Path, default=Path("README.md"))

@@ -64,6 +64,7 @@ class SyntheticSource:
 @dataclass(frozen=True)
 class DenoiseParams:
     method: str  # two_view | soft_targets | none
+    similarity: str  # two_view: frames (segment-aligned) | video
     latent_weight: float
     max_confidence: float
     temperature: float

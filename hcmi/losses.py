@@ -8,6 +8,8 @@ reading as default and ours kept as an alternative (docs/method.md sets them sid
     two_view      the authors': each video is seen twice (one random frame per segment, drawn twice); another video
                   j that is more similar to view v_i than v_i's own second view v_i' is a latent positive of i.
                   Targets spread over the true and latent positives (weight `latent_weight` for a latent one).
+                  "Similar" (`similarity`, ours to choose): `frames` compares the two sampled videos segment by
+                  segment (mean cosine of the frame tokens of the same segments), `video` their video tokens.
     soft_targets  ours: targets softened towards intra-modal near-duplicates, trusted more as training goes on.
 - marginal sample enhancement (`enhance.method`)
     triplet       the authors': each video's hardest in-batch negative text, and each text's hardest negative video,
@@ -31,6 +33,7 @@ class LossResult:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]  # per-level contrastive losses and the triplet loss, for logging and NaN checks
     stats: dict[str, float] = field(default_factory=dict)  # diagnostics (e.g. latent positives per item)
+    latent: torch.Tensor | None = None  # bool [N, N]: the latent positives found (two-view denoising)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -48,12 +51,27 @@ def symmetric_info_nce(sim: torch.Tensor, logit_scale: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def latent_positives(video: torch.Tensor, other_view: torch.Tensor) -> torch.Tensor:
-    """bool [N, N]: (i, j), j != i, where cos(v_i, v_j) > cos(v_i, v_i'). `video` [N, D] holds the first views,
-    `other_view` [N, D] the second views of the same videos (both L2-normalised)."""
-    video, other_view = video.float(), other_view.float()
-    between = video @ video.T
-    own = (video * other_view).sum(-1)
+def view_similarities(first: dict, second: dict, on: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sim(v_i, v_j) [N, N] between first views, sim(v_i, v_i') [N] of each video's two views).
+
+    on="video": cosine of the video tokens. on="frames": the segment-aligned similarity of two sampled videos, the
+    mean over the segments valid in both of the cosine of their frame tokens (an order twin, the same frames in
+    another order, is then far from the video, as two draws of the same video are not)."""
+    if on == "video":
+        a, b = first["video"].float(), second["video"].float()
+        return a @ a.T, (a * b).sum(-1)
+    frames, mask = first["frame"].float(), first["frame_mask"]
+    other = second["frame"].float()
+    both = (mask[:, None, :] & mask[None, :, :]).float()  # [N, N, T]
+    between = torch.einsum("itd,jtd->ijt", frames, frames)
+    between = (between * both).sum(-1) / both.sum(-1).clamp(min=1)
+    own = ((frames * other).sum(-1) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return between, own
+
+
+@torch.no_grad()
+def latent_positives(between: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """bool [N, N]: (i, j), j != i, where sim(v_i, v_j) > sim(v_i, v_i')."""
     latent = between > own[:, None]
     latent.fill_diagonal_(False)
     return latent
@@ -138,11 +156,11 @@ def _weighted_mean(values: dict[str, torch.Tensor], weights: dict[str, float]) -
 
 def retrieval_loss(sims: dict[str, torch.Tensor], weights: dict[str, float], logit_scale: torch.Tensor, *,
                    objective=None, text: dict | None = None, video: dict | None = None,
-                   second_view: torch.Tensor | None = None, progress: float = 0.0) -> LossResult:
+                   second_view: dict | None = None, progress: float = 0.0) -> LossResult:
     """The hierarchical objective of one contrastive batch.
 
     objective: a ModelParams-like object with `denoise` and `enhance` sections (None: plain InfoNCE per level).
-    second_view: [N, D] video tokens of each video's second view (two-view denoising), without gradients.
+    second_view: the representation of each video's second view (two-view denoising), without gradients.
     progress: the fraction of training done, in [0, 1] (ramps up the soft-target confidence)."""
     n = next(iter(sims.values())).shape[0]
     eye = torch.eye(n, device=logit_scale.device, dtype=torch.float32)
@@ -153,8 +171,9 @@ def retrieval_loss(sims: dict[str, torch.Tensor], weights: dict[str, float], log
     method = denoise.method if denoise is not None else "none"
     if method == "two_view":
         if second_view is None or video is None:
-            raise ValueError("two-view denoising needs the video tokens of both views")
-        latent = latent_positives(video["video"].detach(), second_view)
+            raise ValueError("two-view denoising needs the representations of both views")
+        latent = latent_positives(*view_similarities({k: v.detach() for k, v in video.items()}, second_view,
+                                                     denoise.similarity))
         t2v_targets = v2t_targets = positive_targets(latent, denoise.latent_weight)
         stats["latent_positives"] = float(latent.sum()) / n
     elif method == "soft_targets":
@@ -172,4 +191,4 @@ def retrieval_loss(sims: dict[str, torch.Tensor], weights: dict[str, float], log
             triplet = _weighted_mean({lv: triplet_loss(s, enhance.margin, latent) for lv, s in sims.items()}, weights)
         parts["triplet"] = triplet
         total = total + enhance.weight * triplet
-    return LossResult(total, parts, stats)
+    return LossResult(total, parts, stats, latent)

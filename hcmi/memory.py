@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hcmi.errors import HcmiError
 from hcmi.model import build_model
-from hcmi.model.backbone import Backbone, _quiet_open_clip, model_config
+from hcmi.model.backbone import Backbone, quiet_open_clip, model_config
 
 GB = 2**30
 MB = 2**20
@@ -197,19 +197,6 @@ def format_plan(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def jobs_from_params(params) -> list[PlanJob]:
-    """Every training job of a Params (datasets x compared and ablation models), as trained on GPUs."""
-    jobs = []
-    for dataset in params.datasets:
-        data = params.dataset(dataset)
-        for model in params.all_models:
-            workload = Workload(backbone=params.backbone_for(model).name, head=params.variant(model),
-                                frames=data.max_frames, words=data.max_words, image_size=params.frames.image_size,
-                                amp=params.train.amp, checkpointing=params.train.grad_checkpointing)
-            jobs.append(PlanJob(dataset, model, workload, params.train.batch_size, max(1, params.compute.train_gpus)))
-    return jobs
-
-
 def _gb(value: int) -> float:
     return round(value / GB, 2)
 
@@ -258,7 +245,7 @@ def meta_model(backbone: str, head, checkpointing: bool) -> torch.nn.Module:
     import open_clip
 
     model_config(backbone)  # a clear error for an unknown name; registers hcmi's own configs
-    with torch.device("meta"), _quiet_open_clip():
+    with torch.device("meta"), quiet_open_clip():
         model = build_model(head, Backbone(open_clip.create_model(backbone, device="meta"), backbone))
     model.backbone.set_grad_checkpointing(checkpointing)
     return model.train()

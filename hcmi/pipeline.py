@@ -87,7 +87,7 @@ STEPS: tuple[Step, ...] = (
          plots=((str(_L.train_log(D, M, S)), "step", "loss"), (str(_L.val_log(D, M, S)), "step", "R1")),
          params=("train", "backbone", "model", f"variants.{M}", f"data.{D}.max_words", "eval.batch_size",
                  "eval.block_memory_mb", "compute.train_threads", "compute.device", "compute.deterministic",
-                 "compute.train_gpus"), threads="compute.train_threads",
+                 "compute.train_gpus", "compute.gpu_memory_gb", f"data.{D}.max_frames", "frames.image_size"), threads="compute.train_threads",
          resources=(("gpu", "compute.train_gpus"), ("mem_mb", "compute.train_mem_mb"),
                     ("runtime", "compute.train_runtime_min"))),
     Step("evaluate", f"hcmi evaluate --dataset {D} --model {M} --seed {S}", "hcmi.steps.evaluate",

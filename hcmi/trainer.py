@@ -32,6 +32,7 @@ from hcmi.data.frames import FrameCache
 from hcmi.data.splits import RetrievalSplit
 from hcmi.distributed import Distributed
 from hcmi.errors import HcmiError
+from hcmi.gradcache import cached_backward
 from hcmi.logs import progress as progress_bar
 from hcmi.losses import LossResult, retrieval_loss
 from hcmi.model.retrieval import RetrievalModel
@@ -62,6 +63,7 @@ class TrainConfig:
     workers: int
     log_every: int
     checkpoint_every: int
+    gradcache_chunk: int  # > 0: gradient caching in chunks of this many items (the step resolves `auto`)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -145,6 +147,23 @@ def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups)
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def latent_diagnostics(latent: torch.Tensor, contents: list, items: torch.Tensor) -> dict[str, float]:
+    """How many of the latent positives are true duplicates (the same content), and how many true duplicates of the
+    batch were found: what label denoising is for, measured where the data say which videos show the same thing."""
+    codes = torch.tensor([contents[i] for i in items.tolist()], device=latent.device)
+    same = codes[:, None] == codes[None, :]
+    same.fill_diagonal_(False)
+    found, duplicates = latent.sum().item(), same.sum().item()
+    hits = (latent & same).sum().item()
+    return {"latent_precision": hits / found if found else float("nan"),
+            "latent_recall": hits / duplicates if duplicates else float("nan")}
+
+
 def steps_per_epoch(job: TrainingJob) -> int:
     return EpochBatches.batches_per_epoch(len(job.pairs), job.config.batch_size) // job.config.accumulation_steps
 
@@ -219,25 +238,59 @@ class _Run:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def batch_loss(self, frames, mask, tokens) -> LossResult:
-        """The objective of one contrastive batch: frames [B, views, N, H, W, 3] (view 0 is trained; view 1, when
-        present, only tells latent positives apart and is encoded without gradients)."""
+    def second_view(self, frames, mask) -> dict | None:
+        """The gathered representation of each video's second view (two-view denoising), without gradients."""
+        if frames.shape[1] < 2:
+            return None
+        with torch.no_grad(), self.autocast():
+            return self.dist.gather(self.model.encode_video(frames[:, 1], mask))
+
+    def objective(self, video: dict, text: dict, second: dict | None, items) -> LossResult:
+        """The objective of one contrastive batch, from its local representations (gathered across processes)."""
+        video, text = self.dist.gather(video), self.dist.gather(text)
+        sims = self.model.level_similarities(text, video)
+        result = retrieval_loss(sims, self.model.level_weights(), self.model.logit_scale, objective=self.job.objective,
+                                text=text, video=video, second_view=second,
+                                progress=self.progress.step / self.total_steps)
+        if result.latent is not None and self.job.pairs.contents is not None:
+            result.stats.update(latent_diagnostics(result.latent, self.job.pairs.contents,
+                                                   self.dist.gather({"items": items.to(self.device)})["items"]))
+        return result
+
+    def micro_step(self, batch, share: float, synchronise: bool) -> dict[str, float]:
+        """Forward and backward of one contrastive batch (frames [B, views, N, H, W, 3]: view 0 is trained, view 1
+        only tells latent positives apart); gradients scaled by `share`. With gradient caching the batch is encoded
+        in chunks (hcmi/gradcache.py): the same objective and gradients at the memory of one chunk."""
+        frames, mask, tokens, items = batch
         frames = frames.to(self.device, non_blocking=True)
         mask, tokens = mask.to(self.device, non_blocking=True), tokens.to(self.device)
-        with self.autocast():
-            video, text = self.forward(frames[:, 0], mask, tokens)
-            second = None
-            if frames.shape[1] > 1:
-                with torch.no_grad():
-                    second = self.dist.gather({"video": self.model.encode_video(frames[:, 1], mask)["video"]})
-            video, text = self.dist.gather(video), self.dist.gather(text)
-            sims = self.model.level_similarities(text, video)
-            return retrieval_loss(sims, self.model.level_weights(), self.model.logit_scale, objective=self.job.objective,
-                                  text=text, video=video, second_view=second["video"] if second else None,
-                                  progress=self.progress.step / self.total_steps)
+        second = self.second_view(frames, mask)
+        outcome = {}
+
+        def loss_fn(video, text):
+            outcome["result"] = result = self.objective(video, text, second, items)
+            return result.total * share, {}
+
+        def sync(last: bool):
+            return contextlib.nullcontext() if (last and synchronise) or not self.dist.enabled else \
+                self.forward.no_sync()
+
+        inputs = (frames[:, 0], mask, tokens)
+        if self.cfg.gradcache_chunk > 0:
+            cached_backward(self.forward, inputs, self.cfg.gradcache_chunk, loss_fn, sync_context=sync,
+                            forward_context=self.autocast)
+        else:
+            with sync(True), self.autocast():
+                loss, _ = loss_fn(*self.forward(*inputs))
+            loss.backward()
+        result = outcome["result"]
+        values = {"loss": result.total.detach().float().item(),
+                  **{f"loss_{k}": v.detach().float().item() for k, v in result.parts.items()}, **result.stats}
+        self.check_finite(values)
+        return values
 
     def check_finite(self, values: dict) -> None:
-        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        bad = {k: v for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)}
         if bad:
             level = next((k for k in bad if k != "loss"), "loss")
             raise TrainingError(
@@ -245,28 +298,21 @@ class _Run:
                 f"The last good checkpoint is {self.last_path} (step {self.saved_step()}).")
 
     def optimizer_step(self, micro_batches) -> dict[str, float]:
-        """One optimizer step over `accumulation_steps` contrastive batches; the logged values, averaged."""
+        """One optimizer step over `accumulation_steps` contrastive batches; the logged values, averaged (a
+        diagnostic that is NaN in a batch, such as the precision of no latent positive, is left out of its mean)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = {}
-        for i, (frames, mask, tokens) in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.forward.no_sync()
-            with sync:
-                result = self.batch_loss(frames, mask, tokens)
-                values = {"loss": result.total.detach().float().item(),
-                          **{f"loss_{k}": v.detach().float().item() for k, v in result.parts.items()},
-                          **result.stats}
-                self.check_finite(values)
-                (result.total / len(micro_batches)).backward()
+        collected: dict[str, list[float]] = {}
+        for i, batch in enumerate(micro_batches):
+            values = self.micro_step(batch, 1.0 / len(micro_batches), synchronise=i == len(micro_batches) - 1)
             for key, value in values.items():
-                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
+                collected.setdefault(key, []).append(value)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.progress.step += 1
-        return totals
+        return {key: _mean(values) for key, values in collected.items()}
 
     # -- validation -------------------------------------------------------------------------------------------
 

@@ -13,13 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hcmi.config import from_dict
 from hcmi.gradcache import GradCacheError, cached_backward, chunk_bounds
 from hcmi.losses import retrieval_loss
 from hcmi.model import build_model, create_backbone
 from hcmi.model.backbone import tokenizer
 
-from conftest import REPO, tiny_params_dict
+from conftest import REPO, tiny_params_dict, tiny_params_from
 
 TEXTS = ["a red circle moves left, then a blue square grows", "first a green triangle sinks",
          "a purple disk shrinks before a yellow rhombus rises", "the blue diamond expands after a red square moves up",
@@ -30,12 +29,12 @@ DDP_TIMEOUT_S = 300
 
 def tiny_model(seed: int = 0, checkpointing: bool = False):
     """The real HCMI head on the tiny backbone, in float64 (so that only the order of operations can differ)."""
-    params = from_dict(tiny_params_dict())
+    params = tiny_params_from(tiny_params_dict())
     torch.manual_seed(seed)
     backbone = create_backbone(params.backbone.name)
     backbone.set_grad_checkpointing(checkpointing)
     objective = params.variant("hcmi")
-    assert objective.denoise.enabled and objective.enhance.enabled
+    assert objective.denoise.method != "none" and objective.enhance.method != "none"
     return build_model(objective, backbone).double(), objective
 
 
@@ -44,16 +43,29 @@ def tiny_batch(n: int = BATCH, seed: int = 0):
     frames = torch.randint(0, 256, (n, FRAMES, 24, 24, 3), dtype=torch.uint8, generator=g)
     mask = torch.ones(n, FRAMES, dtype=torch.bool)
     mask[1, 3:], mask[4, 2:] = False, False
+    frames[n - 1] = frames[0]  # a copy of the first video: a latent positive for two-view denoising to find
     tokens = tokenizer("hcmi-tiny", 32)((TEXTS * n)[:n])
     return frames, mask, tokens
 
 
-def contrastive_loss(model, objective, gather=lambda rep: rep):
+def second_view(model, batch):
+    """The second, gradient-free view of two-view denoising: the same videos with a little pixel noise."""
+    frames, mask, _ = batch
+    noise = torch.randint(-3, 4, frames.shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        return model.encode_video((frames.int() + noise).clamp(0, 255).to(torch.uint8), mask)
+
+
+def contrastive_loss(model, objective, second=None, gather=lambda rep: rep):
+    """The training objective as a loss_fn of the representations; the second view is closed over, as training
+    does (it carries no gradient)."""
     def loss_fn(video, text):
         video, text = gather(video), gather(text)
         sims = model.level_similarities(text, video)
-        return retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
-                              objective=objective, progress=PROGRESS)
+        result = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
+                                second_view=gather(second) if second is not None else None, objective=objective,
+                                progress=PROGRESS)
+        return result.total, result.parts
     return loss_fn
 
 
@@ -63,7 +75,7 @@ def gradients(model) -> dict[str, torch.Tensor]:
 
 def plain_step(model, objective, batch):
     model.zero_grad(set_to_none=True)
-    loss, parts = contrastive_loss(model, objective)(*model(*batch))
+    loss, parts = contrastive_loss(model, objective, second_view(model, batch))(*model(*batch))
     loss.backward()
     return loss.detach(), parts, gradients(model)
 
@@ -83,9 +95,10 @@ def test_cached_loss_and_every_gradient_equal_the_full_batch(chunk_size):
     assert expected["backbone.clip.logit_scale"].abs() > 0, "the temperature is a loss-side parameter"
 
     model.zero_grad(set_to_none=True)
-    cached_loss, cached_parts = cached_backward(model, batch, chunk_size, contrastive_loss(model, objective))
+    cached_loss, cached_parts = cached_backward(model, batch, chunk_size,
+                                                contrastive_loss(model, objective, second_view(model, batch)))
     torch.testing.assert_close(cached_loss, loss, rtol=1e-9, atol=0)
-    assert set(cached_parts) == set(parts) == set(model.levels)
+    assert set(cached_parts) == set(parts) == set(model.levels) | {"triplet"}
     for level, part in parts.items():
         assert not cached_parts[level].requires_grad
         torch.testing.assert_close(cached_parts[level], part.detach(), rtol=1e-9, atol=0)
@@ -97,11 +110,15 @@ def test_denoising_and_enhancement_are_active_in_the_compared_objective():
     from dataclasses import replace
 
     model, objective = tiny_model()
+    batch = tiny_batch()
+    second = second_view(model, batch)
     with torch.no_grad():
-        video, text = model(*tiny_batch())
-        full = contrastive_loss(model, objective)(video, text)[0]
-        no_denoise = contrastive_loss(model, replace(objective, denoise=replace(objective.denoise, enabled=False)))
-        no_enhance = contrastive_loss(model, replace(objective, enhance=replace(objective.enhance, enabled=False)))
+        video, text = model(*batch)
+        full = contrastive_loss(model, objective, second)(video, text)[0]
+        no_denoise = contrastive_loss(model, replace(objective, denoise=replace(objective.denoise, method="none")),
+                                      second)
+        no_enhance = contrastive_loss(model, replace(objective, enhance=replace(objective.enhance, method="none")),
+                                      second)
         assert abs(float(no_denoise(video, text)[0] - full)) > 1e-6
         assert abs(float(no_enhance(video, text)[0] - full)) > 1e-6
 
@@ -111,24 +128,25 @@ def test_gradient_checkpointing_gives_the_same_cached_gradients():
     batch = tiny_batch(seed=1)
     _, _, expected = plain_step(model, objective, batch)
     checkpointed, _ = tiny_model(seed=1, checkpointing=True)
-    cached_backward(checkpointed, batch, 4, contrastive_loss(checkpointed, objective))
+    cached_backward(checkpointed, batch, 4, contrastive_loss(checkpointed, objective, second_view(model, batch)))
     assert_same_gradients(gradients(checkpointed), expected)
 
 
 def test_bf16_autocast_runs_around_both_encodings_and_the_loss():
     """With one chunk of the whole batch, a cached step under bf16 autocast is bit for bit the plain autocast step
     (every forward ran under autocast, both encodings alike); smaller chunks differ only by bf16 rounding."""
-    params = from_dict(tiny_params_dict())
+    params = tiny_params_from(tiny_params_dict())
     torch.manual_seed(0)
     objective = params.variant("hcmi")
     model = build_model(objective, create_backbone(params.backbone.name))
     batch = tiny_batch()
+    second = second_view(model, batch)
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     dtypes = {}
 
     def loss_fn(video, text):
         dtypes.update({key: value.dtype for key, value in video.items()})
-        return contrastive_loss(model, objective)(video, text)
+        return contrastive_loss(model, objective, second)(video, text)
 
     with autocast():
         loss, _ = loss_fn(*model(*batch))
@@ -145,12 +163,13 @@ def test_bf16_autocast_runs_around_both_encodings_and_the_loss():
         assert set(got) == set(expected)
         for name, grad in expected.items():
             assert torch.isfinite(got[name]).all(), name
-            assert (got[name] - grad).norm() <= rtol * grad.norm(), (name, chunk_size)
+            assert (got[name] - grad).norm() <= rtol * grad.norm() + 1e-5, (name, chunk_size)
 
 
 def test_randomness_inside_encode_is_replayed_for_the_second_encoding():
     model, objective = tiny_model()
     batch = tiny_batch()
+    views = second_view(model, batch)
 
     def noisy_encode(frames, mask, tokens):  # dropout on every floating representation
         video, text = model(frames, mask, tokens)
@@ -162,7 +181,7 @@ def test_randomness_inside_encode_is_replayed_for_the_second_encoding():
         model.zero_grad(set_to_none=True)
         parts = [noisy_encode(*(x[a:b] for x in batch)) for a, b in chunk_bounds(BATCH, chunk_size)]
         video, text = ({k: torch.cat([p[i][k] for p in parts]) for k in parts[0][i]} for i in (0, 1))
-        loss, _ = contrastive_loss(model, objective)(video, text)
+        loss, _ = contrastive_loss(model, objective, views)(video, text)
         loss.backward()
         return loss.detach(), gradients(model)
 
@@ -176,7 +195,7 @@ def test_randomness_inside_encode_is_replayed_for_the_second_encoding():
     after_reference = torch.rand(3)
     torch.manual_seed(7)
     model.zero_grad(set_to_none=True)
-    cached_loss, _ = cached_backward(noisy_encode, batch, 4, contrastive_loss(model, objective))
+    cached_loss, _ = cached_backward(noisy_encode, batch, 4, contrastive_loss(model, objective, views))
     torch.testing.assert_close(cached_loss, loss, rtol=1e-9, atol=0)
     assert_same_gradients(gradients(model), expected)
     assert torch.equal(torch.rand(3), after_reference), "the caller's RNG stream continues as without caching"
@@ -190,7 +209,9 @@ def test_sync_context_wraps_every_chunk_and_only_the_last_synchronises():
         calls.append(last)
         return contextlib.nullcontext()
 
-    cached_backward(model, tiny_batch(), 4, contrastive_loss(model, objective), sync_context=sync_context)
+    batch = tiny_batch()
+    cached_backward(model, batch, 4, contrastive_loss(model, objective, second_view(model, batch)),
+                    sync_context=sync_context)
     assert calls == [False, True]
 
 
@@ -233,8 +254,11 @@ def ddp_worker(out: str) -> None:
     model, objective = tiny_model()
     ddp = DistributedDataParallel(model)
     per_rank = BATCH // group.world_size
-    local = [x[group.rank * per_rank:(group.rank + 1) * per_rank] for x in tiny_batch()]
-    loss, _ = cached_backward(ddp, local, 2, contrastive_loss(model, objective, group.gather),  # 2 of 3 items
+    mine = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
+    batch = tiny_batch()
+    local = [x[mine] for x in batch]
+    second = {key: value[mine] for key, value in second_view(model, batch).items()}  # this rank's videos' views
+    loss, _ = cached_backward(ddp, local, 2, contrastive_loss(model, objective, second, group.gather),  # 2 of 3 items
                               sync_context=lambda last: contextlib.nullcontext() if last else ddp.no_sync())
     if group.is_main:
         torch.save({"loss": loss, "grads": gradients(model)}, out)

@@ -39,7 +39,7 @@ def pairs_dataset(cache, seed=0, views=2, groups=None, extra_ids=()):
 
 
 def all_batches(loader):
-    return [(frames.clone(), mask.clone(), tokens.clone()) for frames, mask, tokens in loader]
+    return [(frames.clone(), mask.clone(), tokens.clone()) for frames, mask, tokens, _ in loader]
 
 
 def assert_same_batches(first, second):
@@ -59,12 +59,13 @@ def test_draws_are_a_pure_function_of_their_arguments():
 
 def test_the_two_views_of_a_video_differ(cache):
     dataset = pairs_dataset(cache)
-    frames, mask, tokens = dataset[(3, 0)]
+    frames, mask, tokens, item = dataset[(3, 0)]
+    assert item == 3
     assert frames.shape == (2, SEGMENTS, 24, 24, 3) and frames.dtype == torch.uint8
     assert mask.all() and tokens.tolist() == tokenize(["caption 3"])[0].tolist()
     differing = 0
     for item in range(len(dataset)):
-        frames, _, _ = dataset[(item, 0)]
+        frames = dataset[(item, 0)][0]
         first, second = dataset.choices(item, 0)
         for s in range(SEGMENTS):  # a segment differs exactly where the views drew different candidates
             assert torch.equal(frames[0, s], frames[1, s]) == (first[s] == second[s])
@@ -84,7 +85,7 @@ def test_draws_differ_across_epochs_and_repeat_for_the_same_seed(cache):
 
 
 def test_one_view_and_a_single_candidate(cache):
-    frames, _, _ = pairs_dataset(cache, views=1)[(0, 0)]
+    frames = pairs_dataset(cache, views=1)[(0, 0)][0]
     assert frames.shape == (1, SEGMENTS, 24, 24, 3)
 
 

@@ -7,20 +7,20 @@ from functools import lru_cache
 import pytest
 import torch
 
-from hcmi.config import from_dict
+
 from hcmi.losses import retrieval_loss
 from hcmi.memory import (MB, CudaAutocast, LiveBytes, MemoryPlanError, PlanJob, Workload, cuda_attention,
-                         encoder_step_bytes, estimate_memory, format_plan, jobs_from_params, largest_chunk, meta_model,
+                         encoder_step_bytes, estimate_memory, format_plan, largest_chunk, meta_model,
                          plan_rows)
 from hcmi.model import build_model, create_backbone
 
-from conftest import tiny_params_dict
+from conftest import tiny_params_dict, tiny_params_from
 
 FRAMES, WORDS = 4, 32
 
 
 def tiny_workload(amp=False, checkpointing=False, backbone="hcmi-tiny", image_size=24, frames=FRAMES) -> Workload:
-    head = from_dict(tiny_params_dict()).variant("hcmi")
+    head = tiny_params_from(tiny_params_dict()).variant("hcmi")
     return Workload(backbone, head, frames, WORDS, image_size, amp, checkpointing)
 
 
@@ -81,7 +81,7 @@ def test_a_budget_below_the_static_memory_is_a_clear_error():
 
 def test_meta_estimate_matches_the_real_allocations_of_a_cpu_step():
     """The same step on real CPU tensors, every allocation followed: the meta replay counts the same bytes."""
-    params = from_dict(tiny_params_dict())
+    params = tiny_params_from(tiny_params_dict())
     objective = params.variant("hcmi")
     estimate = tiny_estimate()
     torch.manual_seed(0)
@@ -91,10 +91,12 @@ def test_meta_estimate_matches_the_real_allocations_of_a_cpu_step():
     for items in (2, 8):
         frames = torch.randint(0, 256, (items, FRAMES, 24, 24, 3), dtype=torch.uint8)
         mask, tokens = torch.ones(items, FRAMES, dtype=torch.bool), torch.randint(1, 1000, (items, WORDS))
+        with torch.no_grad():
+            second = model.encode_video(frames, mask)  # the gradient-free second view (its memory is freed)
         with LiveBytes() as live:
             video, text = model(frames, mask, tokens)
-            loss, _ = retrieval_loss(model.level_similarities(text, video), model.level_weights(),
-                                     model.logit_scale, text=text, video=video, objective=objective, progress=0.5)
+            loss = retrieval_loss(model.level_similarities(text, video), model.level_weights(), model.logit_scale,
+                                  text=text, video=video, second_view=second, objective=objective, progress=0.5).total
             loss.backward()
             del video, text, loss
         predicted = estimate.activations(items) + estimate.similarity(items)
@@ -116,10 +118,12 @@ def test_autocast_replay_matches_cuda_autocast():
 
 
 def test_plan_rows_and_table_for_the_configured_jobs():
+    from hcmi.steps.plan import jobs as plan_jobs
+
     raw = tiny_params_dict()
     raw["train"].update(amp=True, grad_checkpointing=True, batch_size=64)
-    params = from_dict(raw)
-    jobs = jobs_from_params(params)
+    params = tiny_params_from(raw)
+    jobs = plan_jobs(params)
     assert [(j.dataset, j.model) for j in jobs] == [("synthetic", m) for m in params.all_models]
     assert all(j.workload.amp and j.workload.checkpointing and j.batch == 64 for j in jobs)
     estimate = tiny_estimate(True, True)

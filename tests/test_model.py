@@ -3,7 +3,7 @@ import torch
 
 from hcmi.config import model_params
 from hcmi.losses import (denoised_targets, latent_positives, margin_log_weights, positive_targets, retrieval_loss,
-                         soft_cross_entropy, symmetric_info_nce, triplet_loss)
+                         soft_cross_entropy, symmetric_info_nce, triplet_loss, view_similarities)
 from hcmi.model import build_model, create_backbone
 from hcmi.model.aggregation import CLUSTERING, AdaptiveClustering, AttentionAggregation, uniform_assignment
 from hcmi.model.backbone import tokenizer
@@ -142,7 +142,7 @@ def second_view(frames):
 def objective_loss(model, objective, frames, mask, tokens, progress=0.5):
     video, text = model.encode_video(frames, mask), model.encode_text(tokens)
     with torch.no_grad():
-        second = model.encode_video(second_view(frames), mask)["video"] if objective.two_views else None
+        second = model.encode_video(second_view(frames), mask) if objective.two_views else None
     return retrieval_loss(model.level_similarities(text, video), model.level_weights(), model.logit_scale,
                           text=text, video=video, second_view=second, objective=objective, progress=progress)
 
@@ -203,15 +203,34 @@ def test_attention_aggregation_gives_k_tokens_and_ignores_padding():
         torch.testing.assert_close(layer(longer, longer_mask)[0], tokens, rtol=1e-5, atol=1e-5)
 
 
-def test_latent_positives_mark_a_copy_and_not_a_different_video():
+def frames_rep(frames):
+    frames = torch.nn.functional.normalize(frames, dim=-1)
+    return {"frame": frames, "frame_mask": torch.ones(frames.shape[:2], dtype=torch.bool),
+            "video": torch.nn.functional.normalize(frames.mean(1), dim=-1)}
+
+
+@pytest.mark.parametrize("similarity", ["frames", "video"])
+def test_latent_positives_mark_a_copy_and_not_a_different_video(similarity):
     torch.manual_seed(0)
-    base = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    base = torch.randn(4, 6, 8)
     video = base.clone()
     video[1] = base[0]  # video 1 shows what video 0 shows
-    other_view = torch.nn.functional.normalize(video + 0.3 * torch.randn(4, 8), dim=-1)  # a noisier second view
-    latent = latent_positives(video, other_view)
+    other_view = video + 0.3 * torch.randn(4, 6, 8)  # a noisier second draw of each video
+    latent = latent_positives(*view_similarities(frames_rep(video), frames_rep(other_view), similarity))
     assert latent[0, 1] and latent[1, 0], "a copy is closer than the video's own second view"
     assert not latent[0, 2] and not latent[0, 3] and not latent.diagonal().any()
+
+
+def test_segment_aligned_similarity_tells_an_order_twin_from_a_copy():
+    torch.manual_seed(0)
+    base = torch.randn(3, 6, 8)
+    video = base.clone()
+    video[1] = base[0].flip(0)  # video 1: video 0's frames in reverse order
+    other_view = video + 0.3 * torch.randn(3, 6, 8)
+    by_frames = latent_positives(*view_similarities(frames_rep(video), frames_rep(other_view), "frames"))
+    by_video = latent_positives(*view_similarities(frames_rep(video), frames_rep(other_view), "video"))
+    assert by_video[0, 1], "the video tokens of an order twin are alike: taken for a latent positive"
+    assert not by_frames[0, 1], "segment by segment, an order twin is another video"
 
 
 def test_loss_with_a_latent_positive_equals_a_hand_computed_value():
@@ -226,11 +245,12 @@ def test_loss_with_a_latent_positive_equals_a_hand_computed_value():
     torch.testing.assert_close(t2v, expected_t2v)
     objective = model_params({**tiny_params_dict()["model"], "enhance": {"method": "none", "margin": 0, "weight": 0,
                                                                           "scope": "final"}})
-    video = {"video": torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]), dim=-1)}
-    second = torch.nn.functional.normalize(torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]]), dim=-1)
+    first = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]])[:, None, :]  # one segment each: frames = video tokens
+    second = torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])[:, None, :]
+    video, second = frames_rep(first), frames_rep(second)
     result = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=objective, video=video,
                             second_view=second)
-    found = latent_positives(video["video"], second)
+    found = latent_positives(*view_similarities(video, second, "frames"))
     assert found[0, 1] and found[1, 0] and found.sum() == 2 and result.stats["latent_positives"] == pytest.approx(2 / 3)
     targets = positive_targets(found, 1.0)
     expected = 0.5 * (soft_cross_entropy(10 * sim, targets) + soft_cross_entropy(10 * sim.T, targets))
@@ -265,7 +285,8 @@ def test_marginal_negatives_get_extra_weight():
     assert weights.tolist() == [[1.0, 2.0, 1.0], [1.0, 1.0, 2.0], [1.0, 1.0, 1.0]]
     # with both refinements off, the loss is CLIP's symmetric InfoNCE
     plain = model_params({**tiny_params_dict()["model"],
-                          "denoise": {"method": "none", "latent_weight": 1, "max_confidence": 0, "temperature": 1},
+                          "denoise": {"method": "none", "similarity": "frames", "latent_weight": 1,
+                                      "max_confidence": 0, "temperature": 1},
                           "enhance": {"method": "none", "margin": 0, "weight": 0, "scope": "final"}})
     scale = torch.tensor(10.0)
     result = retrieval_loss({"video_sentence": sim}, {"video_sentence": 1.0}, scale, objective=plain)

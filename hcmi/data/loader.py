@@ -35,14 +35,16 @@ def _mask(n_valid: int, segments: int) -> torch.Tensor:
 class CaptionVideoPairs(Dataset):
     """Every (caption, video) pair of a split whose video is in the cache: one training sample each.
 
-    `dataset[(item, epoch)]` is (frames uint8 [views, segments, H, W, 3], mask bool [segments], tokens [L]); each view
+    `dataset[(item, epoch)]` is (frames uint8 [views, segments, H, W, 3], mask bool [segments], tokens [L], item);
+    each view
     draws its own candidates (view numbers 0, 1, ...). `groups` (one id per pair, e.g. the synthetic benchmark's
     group_id) makes `batch_groups`: the units grouped batches keep together, one per (group, caption round) — the
     k-th captions of a family's videos travel together and a video's other captions travel with other rounds, so a
     grouped batch holds a family's members but not a video beside itself."""
 
     def __init__(self, cache: FrameCache, video_ids: Sequence[str], texts: Sequence[str], tokenize: Tokenize,
-                 seed: int, views: int = 1, groups: Sequence[Hashable] | None = None):
+                 seed: int, views: int = 1, groups: Sequence[Hashable] | None = None,
+                 contents: Sequence[Hashable] | None = None):
         if views < 1:
             raise ValueError(f"views must be at least 1, got {views}")
         keep = [i for i, v in enumerate(video_ids) if v in cache]
@@ -51,6 +53,9 @@ class CaptionVideoPairs(Dataset):
         self.texts = [texts[i] for i in keep]
         self.groups = None if groups is None else [groups[i] for i in keep]
         self.batch_groups = None if groups is None else list(zip(self.groups, caption_rounds(self.video_ids)))
+        # what each pair's video shows, as small integers (equal for videos of the same content), where known
+        self.contents = None if contents is None else list(pd.factorize(pd.Series([contents[i] for i in keep],
+                                                                                  dtype=object))[0])
         self.dropped = len(video_ids) - len(keep)
         self.tokens = tokenize(self.texts) if self.texts else torch.zeros(0, 1, dtype=torch.long)
 
@@ -68,7 +73,7 @@ class CaptionVideoPairs(Dataset):
         n_valid = 0
         for view, choice in enumerate(self.choices(item, epoch)):
             n_valid = self.cache.frames_into(frames[view], self.video_ids[item], choice)
-        return torch.from_numpy(frames), _mask(n_valid, frames.shape[1]), self.tokens[item]
+        return torch.from_numpy(frames), _mask(n_valid, frames.shape[1]), self.tokens[item], item
 
 
 def caption_rounds(video_ids: Sequence[str]) -> list[int]:

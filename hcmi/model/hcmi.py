@@ -59,11 +59,12 @@ class HCMI(RetrievalModel):
         if self.temporal is not None:
             tokens = self.temporal(tokens, frame_mask)
         clips, clip_mask, _ = self.clip_aggregation(tokens, frame_mask)
-        rep = {"video": F.normalize(self.video_token(clips, clip_mask), dim=-1)}
+        # frame tokens are always part of it: the frame-word level scores them, and two-view label denoising compares
+        # two sampled videos segment by segment
+        rep = {"video": F.normalize(self.video_token(clips, clip_mask), dim=-1),
+               "frame": F.normalize(tokens, dim=-1), "frame_mask": frame_mask}
         if "clip_phrase" in self.weights:
             rep.update(clip=F.normalize(clips, dim=-1), clip_mask=clip_mask)
-        if "frame_word" in self.weights:
-            rep.update(frame=F.normalize(tokens, dim=-1), frame_mask=frame_mask)
         return rep
 
     def encode_text(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from hcmi.files import fingerprint, write_table
 from hcmi.model import build_model, create_backbone
 from hcmi.model.backbone import tokenizer
 from hcmi.steps.common import fingerprints
+from hcmi.steps.plan import chunk_size
 from hcmi.trainer import TrainConfig, TrainingError, TrainingJob, Validation, train
 from hcmi.weights import load_backbone_weights
 
@@ -53,8 +54,18 @@ def _inputs(layout, dataset: str) -> dict:
             "val_frames": layout.frames(dataset, "val"), "weights": layout.weights_manifest()}
 
 
+def gradcache_chunk(params, dataset: str, variant: str, run_env) -> int:
+    """train.gradcache_chunk, with `auto` resolved by the memory plan for a GPU (on the CPU: no caching)."""
+    if params.train.gradcache_chunk == "auto" and run_env.device.type != "cuda":
+        return 0
+    return chunk_size(params, dataset, variant)
+
+
 def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, dist) -> TrainingJob:
-    cfg = TrainConfig.from_dict(params.train.to_dict())
+    cfg = TrainConfig.from_dict({**params.train.to_dict(),
+                                 "gradcache_chunk": gradcache_chunk(params, dataset, variant, run_env)})
+    if cfg.gradcache_chunk:
+        log.info("gradient caching: the batch of %d is encoded in chunks of %d", cfg.batch_size, cfg.gradcache_chunk)
     annotations = read_annotations(layout.annotations(dataset), dataset)
     backbone_cfg = params.backbone_dict(variant)
     objective = params.variant(variant)
@@ -76,8 +87,9 @@ def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, di
     tokenize = tokenizer(backbone.name, max_words)
     rows = split_table(annotations, "train")
     groups = list(rows["group_id"]) if "group_id" in rows and params.train.sampler == "grouped" else None
+    contents = list(rows["content_id"]) if "content_id" in rows else None
     pairs = CaptionVideoPairs(train_cache, list(rows["video_id"]), list(rows["text"]), tokenize, seed,
-                              views=2 if objective.two_views else 1, groups=groups)
+                              views=2 if objective.two_views else 1, groups=groups, contents=contents)
     if pairs.dropped:
         log.warning("%d training captions dropped: their videos are not in the frame cache", pairs.dropped)
     validation = None
