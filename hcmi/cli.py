@@ -3,7 +3,7 @@ parameters, restrict them to what the step declares (hcmi/pipeline.py), call the
 
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <command> [options]
 
-Pipeline steps: download, weights, parse, sample, train, evaluate, summarize, report.
+Pipeline steps: download, weights, parse, sample, train, snapshot, evaluate, summarize, report.
 Tools: check, synth, sync, verify, dvc-yaml, plan, readme-results.
 """
 
@@ -55,6 +55,12 @@ def cmd_train(params, layout, args) -> None:
     from hcmi.steps import train
 
     train.run(params, layout, args.dataset, args.model, args.seed)
+
+
+def cmd_snapshot(params, layout, args) -> None:
+    from hcmi.steps import snapshot
+
+    snapshot.run(params, layout, args.dataset, args.model)
 
 
 def cmd_evaluate(params, layout, args) -> None:
@@ -144,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("sample", cmd_sample, "sample frames of one split into the frame cache", dataset, split)
     add("train", cmd_train, "train one model variant with one seed (resumes an interrupted run)", dataset, model,
         seed)
+    add("snapshot", cmd_snapshot, "the model.pt of a variant evaluated without training (params `zero_shot`)",
+        dataset, model)
     add("evaluate", cmd_evaluate, "evaluate a trained run on the dataset's test split", dataset, model, seed)
     add("summarize", cmd_summarize, "mean and spread of a model's metrics over the configured seeds", dataset, model)
     report = add("report", cmd_report, "render a dataset's HTML report, or the index report")

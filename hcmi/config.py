@@ -26,6 +26,7 @@ from hcmi.errors import HcmiError
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 DEFAULT_PARAMS = "params.yaml"
+ZERO_SHOT_SEED = 0  # a variant evaluated without training has one run, filed under this seed
 PARAMS_ENV = "HCMI_PARAMS"
 
 
@@ -189,11 +190,18 @@ class Params:
 
     @property
     def all_models(self) -> list[str]:
-        """Compared models first, then the ablation variants."""
+        """The trained variants: compared models first, then the ablations."""
         return self.get("models") + self.get("ablations")
 
+    @property
+    def evaluated_models(self) -> list[str]:
+        """Every evaluated variant: the trained ones, then those evaluated without training (`zero_shot`)."""
+        return self.all_models + self.get("zero_shot")
+
     def seeds_for(self, variant: str) -> list[int]:
-        return self.get("seeds") if variant in self.get("models") else self.get("ablation_seeds")
+        if variant in self.get("models"):
+            return self.get("seeds")
+        return [ZERO_SHOT_SEED] if variant in self.get("zero_shot") else self.get("ablation_seeds")
 
     def synthetic(self) -> SyntheticSource:
         return _build(SyntheticSource, self.get("data.synthetic.source"))
@@ -394,12 +402,15 @@ def _cross_reference_problems(raw: Mapping, known_datasets: Iterable[str]) -> li
     for name in raw["datasets"]:
         if name not in raw["data"]:
             problems.append(f"key 'datasets': '{name}' has no entry under 'data'")
-    for key in ("models", "ablations"):
+    for key in ("models", "ablations", "zero_shot"):
         for name in raw[key]:
             if name not in raw["variants"]:
                 problems.append(f"key '{key}': '{name}' is not defined under 'variants'")
-    for name in set(raw["models"]) & set(raw["ablations"]):
-        problems.append(f"key 'ablations': '{name}' is already in 'models'")
+    for key in ("ablations", "zero_shot"):
+        for name in sorted(set(raw["models"]) & set(raw[key])):
+            problems.append(f"key '{key}': '{name}' is already in 'models'")
+    for name in sorted(set(raw["ablations"]) & set(raw["zero_shot"])):
+        problems.append(f"key 'zero_shot': '{name}' is already in 'ablations'")
     if "synthetic" in raw["data"]:
         src = raw["data"]["synthetic"]["source"]
         if src["min_events"] > src["max_events"]:

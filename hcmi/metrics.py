@@ -81,6 +81,17 @@ def dual_softmax(sim: np.ndarray, temperature: float, axis: int) -> np.ndarray:
     return sim * prior
 
 
+def bank_dual_softmax(sim: np.ndarray, bank: np.ndarray, temperature: float) -> np.ndarray:
+    """Text-to-video dual softmax whose prior does not look at the test queries: each video's column is normalised
+    over a bank of other captions (e.g. training captions) instead of over the queries:
+    S'[t, v] = S[t, v] * exp(T S[t, v]) / sum_b exp(T B[b, v]), with sim = S [queries, videos], bank = B [bank,
+    videos]. A query's ranking then depends on nothing but its own scores and the bank."""
+    sim, bank = _clean(sim), _clean(bank)
+    shift = np.max(bank * temperature, axis=0, keepdims=True)
+    normaliser = np.exp(bank * temperature - shift).sum(axis=0, keepdims=True)
+    return sim * np.exp(sim * temperature - shift) / normaliser
+
+
 def retrieval_metrics(sim: np.ndarray, text_video: np.ndarray, dsl_temperature: float | None = None) -> dict:
     """{"t2v": ..., "v2t": ...} and, with a temperature, {"t2v_dsl": ..., "v2t_dsl": ...}."""
     out = {

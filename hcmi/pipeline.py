@@ -11,7 +11,9 @@ files as dependencies: either way an edit re-runs exactly the steps whose code i
 The command line itself (hcmi/cli.py) only parses arguments and is no step's code.
 
 Path templates use {dataset}, {split}, {model} and {seed}; a starred wildcard ({model*}, {seed*}) stands for every
-configured value (Snakemake expands it; DVC depends on the folder above it).
+configured value (Snakemake expands it; DVC depends on the folder above it). A step with {model} runs over model
+groups: `models` (with `seeds`), `ablations` (with `ablation_seeds`) and `zero_shot` (variants evaluated without
+training, seed 0).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from hcmi import codebase
 from hcmi.paths import Layout
 
 SPLITS = ("train", "val", "test")  # every dataset is sampled into these caches (a split it lacks becomes empty)
+TRAINED = ("models", "ablations")  # the model groups that are trained
+EVALUATED = TRAINED + ("zero_shot",)  # and every group that is evaluated
 
 _L = Layout(Path("data"))
 D, M, S = "{dataset}", "{model}", "{seed}"
@@ -45,6 +49,7 @@ class Step:
     # depend on its thread count also declares that key among its params and applies it itself)
     resources: tuple[tuple[str, str], ...] = ()  # (Snakemake resource, params key)
     local: bool = False  # runs on the machine that starts the workflow (needs network or user files)
+    groups: tuple[str, ...] = TRAINED  # the model groups a step with {model} runs over
 
     @property
     def wildcards(self) -> tuple[str, ...]:
@@ -70,7 +75,7 @@ STEPS: tuple[Step, ...] = (
          params=(f"data.{D}.source",), threads="compute.sample_threads", local=True),
     Step("weights", "hcmi weights", "hcmi.steps.weights",
          outputs=(str(_L.weights_manifest()),), state_outputs=(str(_L.weights_store()),),
-         params=("backbone", "variants", "models", "ablations"), local=True),
+         params=("backbone", "variants", "models", "ablations", "zero_shot"), local=True),
     Step("parse", f"hcmi parse --dataset {D}", "hcmi.steps.parse",
          inputs=(str(_L.manifest(D)),), outputs=(str(_L.annotations(D)),)),
     Step("sample", f"hcmi sample --dataset {D} --split {{split}}", "hcmi.steps.sample",
@@ -87,30 +92,38 @@ STEPS: tuple[Step, ...] = (
          plots=((str(_L.train_log(D, M, S)), "step", "loss"), (str(_L.val_log(D, M, S)), "step", "R1")),
          params=("train", "backbone", "model", f"variants.{M}", f"data.{D}.max_words", "eval.batch_size",
                  "eval.block_memory_mb", "compute.train_threads", "compute.device", "compute.deterministic",
-                 "compute.train_gpus", "compute.gpu_memory_gb", f"data.{D}.max_frames", "frames.image_size"), threads="compute.train_threads",
+                 "compute.train_gpus", "compute.gpu_memory_gb", f"data.{D}.max_frames", "frames.image_size"),
+         threads="compute.train_threads",
          resources=(("gpu", "compute.train_gpus"), ("mem_mb", "compute.train_mem_mb"),
                     ("runtime", "compute.train_runtime_min"))),
+    Step("snapshot", f"hcmi snapshot --dataset {D} --model {M}", "hcmi.steps.snapshot",
+         inputs=(str(_L.weights_manifest()),),
+         outputs=(str(_L.model_file(D, M, "0")), str(_L.train_log(D, M, "0")), str(_L.val_log(D, M, "0"))),
+         params=("backbone", "model", f"variants.{M}", f"data.{D}.max_words"), groups=("zero_shot",)),
     Step("evaluate", f"hcmi evaluate --dataset {D} --model {M} --seed {S}", "hcmi.steps.evaluate",
          inputs=(str(_L.model_file(D, M, S)), str(_L.annotations(D)), str(_L.frame_index(D, "test"))),
          state_inputs=(str(_L.frame_shards(D, "test")),),
          outputs=(str(_L.rankings(D, M, S)),), metrics=(str(_L.seed_metrics(D, M, S)),),
-         params=("eval", "compute.train_threads", "compute.device", "compute.deterministic"), threads="compute.train_threads",
-         resources=(("mem_mb", "compute.train_mem_mb"),)),
+         params=("eval", "compute.train_threads", "compute.device", "compute.deterministic"),
+         threads="compute.train_threads",
+         resources=(("mem_mb", "compute.train_mem_mb"),), groups=EVALUATED),
     Step("summarize", f"hcmi summarize --dataset {D} --model {M}", "hcmi.steps.summarize",
          inputs=(_every_seed("metrics.json"), str(_L.train_log(D, M, "{seed*}")), str(_L.val_log(D, M, "{seed*}"))),
          outputs=(str(_L.curves(D, M)),), metrics=(str(_L.metrics(D, M)),),
-         params=("models", "seeds", "ablation_seeds")),
+         params=("models", "seeds", "ablation_seeds", "zero_shot"), groups=EVALUATED),
     Step("dataset_report", f"hcmi report --dataset {D}", "hcmi.steps.report",
-         inputs=(str(_L.metrics(D, "{model*}")), str(_L.curves(D, "{model*}")), _every_seed("rankings.parquet", "{model*}"),
+         inputs=(str(_L.metrics(D, "{model*}")), str(_L.curves(D, "{model*}")),
+                 _every_seed("rankings.parquet", "{model*}"),
                  str(_L.frame_index(D, "test"))),
          state_inputs=(str(_L.frame_shards(D, "test")),),
          outputs=(str(_L.report(D)), str(_L.report_notebook(D))),
-         params=("models", "ablations", "seeds", "ablation_seeds", "variants", "model", "backbone", "eval.dsl",
-                 "report")),
+         params=("models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model", "backbone",
+                 "eval.dsl", "eval.dsl_bank", "report")),
     Step("index_report", "hcmi report --index", "hcmi.steps.report",
          inputs=(str(_L.metrics("{dataset*}", "{model*}")),),
          outputs=(str(_L.index_report()), str(_L.index_notebook()), str(_L.results_summary())),
-         params=("datasets", "models", "ablations", "seeds", "ablation_seeds", "variants", "model", "backbone")),
+         params=("datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",
+                 "backbone")),
 )
 
 STEP = {step.name: step for step in STEPS}

@@ -81,22 +81,33 @@ def level_similarity_matrices(model: RetrievalModel, text: dict, video: dict, me
     return out
 
 
-def score_split(model: RetrievalModel, split: RetrievalSplit, cache: FrameCache, tokenize, batch_size: int,
-                memory_mb: float, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(level score matrices, final score matrix) of every caption of the split against every video."""
+def encode_split(model: RetrievalModel, split: RetrievalSplit, cache: FrameCache, tokenize, batch_size: int,
+                 device) -> tuple[dict, dict]:
+    """(text representations, video representations) of a split, each encoded once."""
     model.eval()
     video = encode_videos(model, cache, split.video_ids, batch_size, device, desc=f"encode {len(split.video_ids)} "
                           "videos")
     text = encode_texts(model, tokenize(split.texts), batch_size, device, desc=f"encode {len(split.texts)} texts")
+    return text, video
+
+
+def score_split(model: RetrievalModel, split: RetrievalSplit, cache: FrameCache, tokenize, batch_size: int,
+                memory_mb: float, device) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(level score matrices, final score matrix) of every caption of the split against every video."""
+    text, video = encode_split(model, split, cache, tokenize, batch_size, device)
     levels = level_similarity_matrices(model, text, video, memory_mb, device)
     return levels, model.combine(levels)
 
 
 def retrieval_results(split: RetrievalSplit, levels: dict[str, np.ndarray], final: np.ndarray,
-                      dsl_temperature: float | None) -> dict:
-    """Metrics of the final score (both directions, with DSL when a temperature is given), of each level alone, and
-    the accuracy on hard-distractor twins where the split defines them."""
+                      dsl_temperature: float | None, bank: np.ndarray | None = None) -> dict:
+    """Metrics of the final score (both directions, with DSL when a temperature is given, and text-to-video with
+    the DSL prior over a bank of other captions when their scores `bank` [bank, videos] are given), of each level
+    alone, and the accuracy on hard-distractor twins where the split defines them."""
     result = metrics.retrieval_metrics(final, split.text_video, dsl_temperature)
+    if bank is not None and dsl_temperature is not None:
+        rescored = metrics.bank_dual_softmax(final, bank, dsl_temperature)
+        result["t2v_dsl_bank"] = metrics.summarize_ranks(metrics.text_to_video_ranks(rescored, split.text_video))
     if len(levels) > 1:
         result["levels"] = {level: metrics.retrieval_metrics(sim, split.text_video) for level, sim in levels.items()}
     if (split.text_twin >= 0).any():

@@ -88,3 +88,16 @@ def test_blocks_do_not_change_ranks(monkeypatch):
     monkeypatch.setattr(metrics, "ROW_BLOCK", 7)
     assert (metrics.target_ranks(sim, targets) == expected_t2v).all()
     assert (metrics.video_to_text_ranks(sim, targets) == expected_v2t).all()
+
+
+def test_bank_dual_softmax_equals_a_hand_computed_value_and_ignores_the_other_queries():
+    sim = np.array([[0.9, 0.2], [0.4, 0.8]])
+    bank = np.array([[0.5, 0.1], [0.3, 0.6], [0.7, 0.2]])
+    temperature = 10.0
+    expected = np.empty_like(sim)
+    for t in range(2):
+        for v in range(2):
+            expected[t, v] = sim[t, v] * np.exp(temperature * sim[t, v]) / np.exp(temperature * bank[:, v]).sum()
+    np.testing.assert_allclose(metrics.bank_dual_softmax(sim, bank, temperature), expected, rtol=1e-12)
+    alone = metrics.bank_dual_softmax(sim[:1], bank, temperature)
+    np.testing.assert_allclose(alone, expected[:1], rtol=1e-12)  # the other query changes nothing

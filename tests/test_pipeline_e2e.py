@@ -197,6 +197,19 @@ def test_one_seed_gives_one_number_through_dvc_snakemake_and_by_hand(snakemake_r
             assert ours.get(key) == theirs.get(key), (model, key)
 
 
+def test_a_zero_shot_variant_runs_end_to_end_without_training(snakemake_run):
+    workdir = snakemake_run
+    (workdir / "zero_shot.yaml").write_text("zero_shot: [zero-shot]\n")
+    rules = planned_rules(workdir, "all", *TINY, "zero_shot.yaml")
+    assert set(rules) == {"snapshot", "evaluate", "summarize", "dataset_report", "index_report"}, rules
+    assert rules.count("evaluate") == rules.count("summarize") == 1, "only the new variant is evaluated"
+    snakemake(workdir, "--cores", "2", "all", *TINY, "zero_shot.yaml")
+    summary = metrics_of(workdir, "zero-shot")
+    assert summary["seeds"] == [0] and model_of(workdir, "zero-shot")["step"] == 0
+    assert "zero-shot" in (workdir / "data/reports/synthetic.html").read_text()
+    assert nothing_to_do(workdir, *TINY, "zero_shot.yaml")
+
+
 def test_a_checkpoint_verifies_against_its_recorded_metrics(snakemake_run, tmp_path):
     workdir = snakemake_run
     args = ["verify", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"]

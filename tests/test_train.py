@@ -53,8 +53,8 @@ def test_train_and_evaluate_write_every_output_with_provenance(tiny_data, tmp_pa
             "latent_positives", "lr", "samples_per_s"} <= set(log.columns)
     assert len(pd.read_csv(run_dir / "val_log.csv")) >= 1
     result = evaluate.run(params, run_layout, "synthetic", "hcmi", 0)
-    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "levels", "hard_distractors", "counts", "provenance",
-                           "model_provenance"}
+    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "t2v_dsl_bank", "levels", "hard_distractors", "counts",
+                           "provenance", "model_provenance"}
     assert result["counts"]["videos"] == 16 and result["hard_distractors"]["pairs"] == 16
     rankings = pd.read_parquet(run_layout.rankings("synthetic", "hcmi", 0))
     assert len(rankings) == 16 and len(rankings.loc[0, "top_videos"]) == params.eval.top_k

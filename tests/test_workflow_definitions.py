@@ -114,3 +114,15 @@ def test_invalid_params_fail_before_any_job_in_one_clear_message(tmp_path, setti
     assert result.returncode != 0
     assert f"unknown key '{key}'" in output
     assert output.count("\n") < 40, "one clear message, not a schema dump"
+
+
+def test_a_zero_shot_variant_is_evaluated_and_never_trained(tmp_path):
+    params = tiny_params_dict()
+    params["zero_shot"] = ["zero-shot"]
+    workdir = copy_workflow(tmp_path / "wf", params)
+    jobs = planned_jobs(workdir, "--forceall", "all")
+    for_zero_shot = sorted(job["rule"] for job in jobs if "/zero-shot/" in " ".join(job["outputs"]))
+    assert for_zero_shot == ["evaluate", "snapshot", "summarize"], for_zero_shot
+    [snapshot] = [job for job in jobs if job["rule"] == "snapshot"]
+    assert snapshot["outputs"][0] == "data/checkpoints/synthetic/zero-shot/seeds/0/model.pt"
+    assert not any(job["rule"] == "train" and "zero-shot" in job["command"] for job in jobs)

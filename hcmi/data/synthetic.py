@@ -1,4 +1,4 @@
-"""The embedded benchmark (docs/benchmark.md): real H.264 MP4s of shapes doing actions, with captions from a phrase grammar.
+"""The embedded benchmark (docs/benchmark.md): real H.264 MP4s of shapes doing actions, captions from a phrase grammar.
 
 Each video shows 2-4 consecutive events; in each event one object (colour x shape) performs one action (moves
 left/right/up/down, grows, shrinks) while it is the only thing on screen. Captions describe the events in order with

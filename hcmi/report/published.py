@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DSL, PLAIN = "DSL", "plain"
+ZERO_SHOT = "zero-shot"  # the method key of variants evaluated without training: CLIP's zero-shot retrieval
 
 # Jiang et al., "Tencent Text-Video Retrieval: Hierarchical Cross-Modal Interactions with Multi-Level
 # Representations", IEEE Access 2022 (arXiv:2204.03382). Its headline figures are listed with "+DSL" in the
@@ -40,8 +41,10 @@ def _meanp(r1: float, verified: bool = True) -> Figure:
     return Figure(r1, "ViT-B/32", CLIP4CLIP_PAPER, PLAIN, verified, note)
 
 
-# dataset -> method (the model's head: hcmi, meanp) -> backbone key -> figure; "reported" holds a figure whose
-# backbone the source does not state
+# dataset -> method (the model's head: hcmi, meanp; or ZERO_SHOT) -> backbone key -> figure; "reported" holds a
+# figure whose backbone the source does not state. No zero-shot figure is recorded: published zero-shot CLIP figures
+# exist (e.g. Portillo-Quintero et al., arXiv:2102.12443, for MSR-VTT and MSVD), but none was checked against its
+# source by this project, so the zero-shot rows show "missing" rather than a number nobody verified.
 T2V_R1: dict[str, dict[str, dict[str, Figure]]] = {
     "msrvtt": {"hcmi": {"reported": _hcmi(55.0)}, "meanp": {"ViT-B-32": _meanp(43.1)}},
     "msvd": {"hcmi": {"reported": _hcmi(58.2, "IEEE Access; arXiv v1: 57.8")}, "meanp": {"ViT-B-32": _meanp(46.2)}},

@@ -12,7 +12,7 @@ import pandas as pd
 from hcmi.config import load
 from hcmi.files import read_json
 from hcmi.paths import Layout
-from hcmi.report.published import DSL, has_figures, published
+from hcmi.report.published import DSL, ZERO_SHOT, has_figures, published
 
 RECALL_COLUMNS = ["R1", "R5", "R10", "MdR", "MnR"]
 REFERENCE_MODEL = "hcmi"  # the full method, against which every ablation is judged
@@ -83,19 +83,25 @@ class DatasetResults:
         self.layout = Layout(Path(data_root))
         self.dataset = dataset
         self.models = self.params.get("models")
+        self.zero_shot = self.params.get("zero_shot")
         self.ablations = self.params.get("ablations")
         self.seeds = self.params.get("seeds")
         self.summaries: dict[str, Summary] = {}
-        for model in self.models + self.ablations:
+        for model in self.models + self.zero_shot + self.ablations:
             path = self.layout.metrics(dataset, model)
             if path.exists():
                 self.summaries[model] = Summary(read_json(path))
 
     # -- tables ----------------------------------------------------------------------------------------------
 
+    @property
+    def compared(self) -> list[str]:
+        """The rows of the main tables: the compared models, then the variants evaluated without training."""
+        return self.models + self.zero_shot
+
     def metrics_table(self, direction: str = "t2v") -> pd.DataFrame:
         rows = []
-        for model in self.models:
+        for model in self.compared:
             summary = self.summaries.get(model)
             row = {"model": model}
             for column in RECALL_COLUMNS:
@@ -105,7 +111,7 @@ class DatasetResults:
 
     def hard_distractor_table(self) -> pd.DataFrame | None:
         rows = []
-        for model in self.models:
+        for model in self.compared:
             summary = self.summaries.get(model)
             if not summary or summary.mean("hard_distractors.accuracy") is None:
                 continue
@@ -140,7 +146,7 @@ class DatasetResults:
 
     def backbones(self) -> str:
         """The backbone(s) of the compared models, for the report's header."""
-        names = {model: self.params.backbone_dict(model) for model in self.models}
+        names = {model: self.params.backbone_dict(model) for model in self.compared}
         described = {f"`{b['name']}` ({b['pretrained'] or 'trained from scratch'})" for b in names.values()}
         if len(described) == 1:
             return described.pop()
@@ -153,9 +159,10 @@ class DatasetResults:
         if not has_figures(self.dataset):
             return None
         rows = []
-        for model in self.models:
+        for model in self.compared:
             backbone = self.params.backbone_dict(model)["name"]
-            figure = published(self.dataset, self.params.variant(model).head, backbone)
+            method = ZERO_SHOT if model in self.zero_shot else self.params.variant(model).head
+            figure = published(self.dataset, method, backbone)
             summary = self.summaries.get(model)
             protocol = figure.protocol if figure else "plain"
             key = "t2v_dsl.R1" if protocol == DSL else "t2v.R1"
@@ -220,7 +227,7 @@ class DatasetResults:
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
         ks = ["R1", "R5", "R10"]
-        compared = {m: self.summaries[m] for m in self.models if m in self.summaries}
+        compared = {m: self.summaries[m] for m in self.compared if m in self.summaries}
         width = 0.8 / max(1, len(compared))
         colours = _colours(self.models)
         for ax, direction in zip(axes, ("t2v", "v2t")):
@@ -327,12 +334,13 @@ def index_table(data_root: str | Path = "data", params_files=None, declared=None
     params = _params(params_files, declared, "index_report")
     layout = Layout(Path(data_root))
     rows = []
+    zero_shot = params.get("zero_shot")
     for dataset in params.get("datasets"):
-        for model in params.get("models"):
+        for model in params.get("models") + zero_shot:
             path = layout.metrics(dataset, model)
             summary = Summary(read_json(path)) if path.exists() else None
             backbone = params.backbone_dict(model)["name"]
-            figure = published(dataset, params.variant(model).head, backbone)
+            figure = published(dataset, ZERO_SHOT if model in zero_shot else params.variant(model).head, backbone)
             rows.append({
                 "dataset": dataset, "model": model, "backbone": backbone,
                 "t2v R@1 (ours)": summary.text("t2v.R1") if summary else "missing",
@@ -374,7 +382,7 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
     for dataset in params.get("datasets"):
         lines += [f"### {dataset}", "", "| model | seeds | " + " | ".join(c for c, _ in columns) + " |",
                   "|---|---|" + "---|" * len(columns)]
-        for model in params.all_models:
+        for model in params.evaluated_models:
             path = layout.metrics(dataset, model)
             if not path.exists():
                 continue

@@ -11,6 +11,8 @@ from hcmi import config
 from hcmi.data.datasets import DATASETS
 from hcmi.files import sha256sum
 
+VAL_COLUMNS = ["step", "epoch", "R1", "R5", "R10", "MdR"]  # val_log.csv
+
 
 def load_params(files: Iterable[str] | None = None, settings: Iterable[str] = ()) -> config.Params:
     return config.load(files, settings, known_datasets=DATASETS)

@@ -1,8 +1,8 @@
 """`hcmi dvc-yaml`: write dvc.yaml from the step table (hcmi/pipeline.py); `--check` only compares.
 
 Every step becomes a stage over a matrix of the configured values (DVC reads them from params.yaml); a step with a
-model becomes two stages, one over `models` x `seeds` and one (`<step>_ablation`) over `ablations` x
-`ablation_seeds`. A stage depends on its inputs, its working state, and its code files; a starred input ({seed*})
+model becomes one stage per model group it runs over: `<step>` over `models` x `seeds`, `<step>_ablation` over
+`ablations` x `ablation_seeds`, `<step>_zero_shot` over `zero_shot` (seed 0). A stage depends on its inputs, its working state, and its code files; a starred input ({seed*})
 becomes a dependency on the folder above it.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from hcmi.config import ZERO_SHOT_SEED
 from hcmi.errors import HcmiError
 from hcmi.files import write_text
 from hcmi.pipeline import SPLITS, STEPS, Step, code_files
@@ -25,8 +26,9 @@ HEADER = """\
 # its code (the import closure of its step module), so a code edit re-runs exactly the stages that run that code.
 """
 
-GROUPS = {"": {"model": "${models}", "seed": "${seeds}"},
-          "_ablation": {"model": "${ablations}", "seed": "${ablation_seeds}"}}
+GROUPS = {"models": ("", {"model": "${models}", "seed": "${seeds}"}),
+          "ablations": ("_ablation", {"model": "${ablations}", "seed": "${ablation_seeds}"}),
+          "zero_shot": ("_zero_shot", {"model": "${zero_shot}", "seed": [ZERO_SHOT_SEED]})}
 VALUES = {"dataset": "${datasets}", "split": list(SPLITS)}
 
 
@@ -67,7 +69,8 @@ def stages() -> dict:
     out = {}
     for step in STEPS:
         if "model" in step.wildcards:
-            for suffix, group in GROUPS.items():
+            for name in step.groups:
+                suffix, group = GROUPS[name]
                 out[step.name + suffix] = _stage(step, group)
         else:
             out[step.name] = _stage(step, {})

@@ -16,16 +16,18 @@ import pandas as pd
 
 from hcmi import checkpoints, metrics, provenance, runtime
 from hcmi.config import model_params
-from hcmi.data.annotations import read_annotations
+from hcmi.data.annotations import read_annotations, split_table
 from hcmi.data.frames import FrameCache
 from hcmi.data.splits import RetrievalSplit
 from hcmi.files import write_json, write_table
 from hcmi.model import build_model, create_backbone
 from hcmi.model.backbone import tokenizer
-from hcmi.scoring import retrieval_results, score_split
+from hcmi.scoring import encode_split, encode_texts, level_similarity_matrices, retrieval_results
 from hcmi.steps.common import fingerprints
 
 log = logging.getLogger(__name__)
+
+BANK_SEED = 0  # which training captions form the DSL bank: fixed, so every model is rescored against the same bank
 
 
 def load_model(path, device, remedy: str = ""):
@@ -65,13 +67,33 @@ def evaluate(params, layout, dataset: str, variant: str, seed: int) -> tuple[dic
              len(split.video_ids), len(split.captions), len(split.missing_videos))
     tokenize = tokenizer(checkpoint["backbone"]["name"], checkpoint["max_words"])
     ev = params.eval
-    levels, final = score_split(model, split, cache, tokenize, ev.batch_size, ev.block_memory_mb, run_env.device)
-    result = retrieval_results(split, levels, final, ev.dsl_temperature if ev.dsl else None)
+    text, video = encode_split(model, split, cache, tokenize, ev.batch_size, run_env.device)
+    levels = level_similarity_matrices(model, text, video, ev.block_memory_mb, run_env.device)
+    final = model.combine(levels)
+    bank = caption_bank_scores(model, annotations, video, tokenize, ev, run_env.device) if ev.dsl else None
+    result = retrieval_results(split, levels, final, ev.dsl_temperature if ev.dsl else None, bank)
     result["counts"] = split.counts()
     result["run"] = {"dataset": dataset, "model": variant, "seed": seed, "split": "test",
                      "selected_checkpoint": checkpoint["selected"], "trained_steps": checkpoint["step"]}
     result["model_provenance"] = checkpoint.get("provenance")
     return result, rankings_table(split, final, ev.top_k), run_env
+
+
+def caption_bank(annotations: pd.DataFrame, size: int) -> list[str]:
+    """`size` training captions (a fixed, seeded draw): the DSL prior of `t2v_dsl_bank`, which then sees no test
+    query but the one it ranks for."""
+    train = split_table(annotations, "train")["text"].tolist()
+    order = np.random.default_rng(BANK_SEED).permutation(len(train))[:size]
+    return [train[i] for i in sorted(order)]
+
+
+def caption_bank_scores(model, annotations, video: dict, tokenize, ev, device) -> np.ndarray | None:
+    """Final scores [bank, videos] of the caption bank against the split's videos (None when eval.dsl_bank is 0)."""
+    texts = caption_bank(annotations, ev.dsl_bank)
+    if not texts:
+        return None
+    bank = encode_texts(model, tokenize(texts), ev.batch_size, device, desc=f"encode a bank of {len(texts)} captions")
+    return model.combine(level_similarity_matrices(model, bank, video, ev.block_memory_mb, device))
 
 
 def inputs(layout, dataset: str, variant: str, seed: int) -> dict:

@@ -29,14 +29,12 @@ from hcmi.distributed import launched_by_torchrun, setup
 from hcmi.files import fingerprint, write_table
 from hcmi.model import build_model, create_backbone
 from hcmi.model.backbone import tokenizer
-from hcmi.steps.common import fingerprints
+from hcmi.steps.common import VAL_COLUMNS, fingerprints
 from hcmi.steps.plan import chunk_size
 from hcmi.trainer import TrainConfig, TrainingError, TrainingJob, Validation, train
 from hcmi.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
-
-VAL_COLUMNS = ["step", "epoch", "R1", "R5", "R10", "MdR"]
 
 
 def relaunch_under_torchrun(processes: int) -> None:

@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 
 
 def backbones_in_use(params) -> list[dict]:
-    """Every distinct backbone that the configured models and ablations train on, in order."""
+    """Every distinct backbone that the configured variants (trained or zero-shot) use, in order."""
     found: list[dict] = []
-    for variant in params.all_models:
+    for variant in params.evaluated_models:
         backbone = params.backbone_dict(variant)
         if backbone not in found:
             found.append(backbone)

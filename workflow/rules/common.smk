@@ -1,6 +1,7 @@
 # Shared definitions: the parameters validated once (by hcmi's own check, which names a bad key and suggests the
 # right one), the params file every hcmi command reads, wildcard constraints, and the values starred paths expand to.
 
+import re
 from pathlib import Path
 
 import yaml
@@ -42,12 +43,22 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-# compared models run with every seed, ablation variants with the ablation seeds
-ALL_MODELS = config["models"] + config["ablations"]
+# compared models run with every seed, ablation variants with the ablation seeds, zero-shot variants (never trained)
+# once, as seed 0
+GROUPS = {"models": config["models"], "ablations": config["ablations"], "zero_shot": config["zero_shot"]}
+ALL_MODELS = config["models"] + config["ablations"] + config["zero_shot"]
 
 
 def seeds_for(model):
-    return config["seeds"] if model in config["models"] else config["ablation_seeds"]
+    if model in config["models"]:
+        return config["seeds"]
+    return [0] if model in config["zero_shot"] else config["ablation_seeds"]
+
+
+def model_names(groups):
+    """A wildcard constraint matching exactly the variants of these model groups (nothing when they are empty)."""
+    names = [name for group in groups for name in GROUPS[group]]
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
 def param(key):

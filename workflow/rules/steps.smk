@@ -43,6 +43,12 @@ def rule_resources(step):
     return {name: param(key) for name, key in step.resources}
 
 
+def rule_constraints(step):
+    """A step over model groups matches only their variants: a zero-shot model.pt comes from `snapshot`, never
+    from `train`."""
+    return {"model": model_names(step.groups)} if "model" in step.wildcards else {}
+
+
 def rule_shell(step):
     return re.sub(r"\{(\w+)\}", r"{wildcards.\1}", step.command) + " > {log} 2>&1"
 
@@ -57,6 +63,7 @@ def define(step):
         threads: param(step.threads) if step.threads else 1
         resources: **rule_resources(step)
         localrule: step.local
+        wildcard_constraints: **rule_constraints(step)
         shell: rule_shell(step)
 
 
