@@ -4,7 +4,7 @@ parameters, restrict them to what the step declares (hcmi/pipeline.py), call the
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <command> [options]
 
 Pipeline steps: download, weights, parse, sample, train, snapshot, evaluate, summarize, report.
-Tools: check, synth, sync, verify, dvc-yaml, plan, readme-results.
+Tools: check, synth, index, search, sync, verify, dvc-yaml, plan, readme-results.
 """
 
 from __future__ import annotations
@@ -105,6 +105,26 @@ def cmd_dvc_yaml(params, layout, args) -> None:
     print(f"{args.output} {'matches' if args.check else 'written from'} the step table")
 
 
+def cmd_index(params, layout, args) -> None:
+    from hcmi.steps import index
+
+    if args.videos:
+        if not (args.checkpoint and args.out):
+            raise SystemExit("hcmi index --videos FOLDER needs --checkpoint model.pt and --out INDEX")
+        index.run_folder(params, args.videos, args.checkpoint, args.out)
+    elif args.dataset and args.model and args.seed is not None:
+        index.run_split(params, layout, args.dataset, args.model, args.seed)
+    else:
+        raise SystemExit("hcmi index: give --videos FOLDER --checkpoint model.pt --out INDEX, or --dataset D "
+                         "--model M --seed S")
+
+
+def cmd_search(params, layout, args) -> None:
+    from hcmi.steps import search
+
+    search.run(params, args.index, args.queries, args.checkpoint, args.top, args.json, args.html)
+
+
 def cmd_plan(params, layout, args) -> None:
     from hcmi.steps import plan
 
@@ -166,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     dvc = add("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml from the step table (hcmi/pipeline.py)")
     dvc.add_argument("--check", action="store_true", help="only check that dvc.yaml matches the step table")
     dvc.add_argument("--output", type=Path, default=Path("dvc.yaml"))
+    index = add("index", cmd_index, "make videos searchable with a trained model: a folder of videos (--videos "
+                "--checkpoint --out), or a dataset's test split (--dataset --model --seed)")
+    index.add_argument("--videos", type=Path, help="a folder of video files (any format decord reads)")
+    index.add_argument("--checkpoint", type=Path, help="the trained model.pt")
+    index.add_argument("--out", type=Path, help="the index folder (created, or extended with new videos)")
+    index.add_argument("--dataset")
+    index.add_argument("--model")
+    index.add_argument("--seed", type=int)
+    search_parser = add("search", cmd_search, "rank the videos of an index for text queries (two-stage: coarse "
+                        "index, then the full multi-level score)")
+    search_parser.add_argument("queries", nargs="+", metavar="QUERY")
+    search_parser.add_argument("--index", type=Path, required=True)
+    search_parser.add_argument("--checkpoint", type=Path, help="the model (default: the one that built the index)")
+    search_parser.add_argument("--top", type=int, help="videos per query (default: search.top_k)")
+    search_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search_parser.add_argument("--html", type=Path, help="also write a self-contained page with thumbnails")
     plan = add("plan", cmd_plan, "the estimated peak GPU memory of every training job, and the gradient-caching "
                "chunk each will use (docs/scaling.md)")
     plan.add_argument("--gpu-memory-gb", type=float, help="the budget per GPU (default: compute.gpu_memory_gb)")

@@ -88,6 +88,11 @@ class Layout:
         """Every seed's training and validation curves, collected for the reports."""
         return self.results(dataset, model) / "curves.csv"
 
+    # search
+    def search_index(self, dataset: str, model: str, seed: int) -> Path:
+        """A dataset split made searchable with a trained run (`hcmi index`)."""
+        return self.root / "index" / dataset / model / "seeds" / str(seed)
+
     # reports
     def report(self, dataset: str) -> Path:
         return self.root / "reports" / f"{dataset}.html"

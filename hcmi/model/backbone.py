@@ -134,6 +134,11 @@ def create_backbone(name: str, state_dict: dict | None = None) -> Backbone:
     return Backbone(clip, name)
 
 
+def token_count(name: str, text: str) -> int:
+    """Tokens of `text` under backbone `name`'s tokenizer, with its start and end tokens, before any truncation."""
+    return len(open_clip_module().get_tokenizer(name).encode(text)) + 2
+
+
 def tokenizer(name: str, context_length: int):
     """A callable: list of texts -> LongTensor [N, context_length] (open_clip's BPE tokenizer, offline)."""
     open_clip = open_clip_module()

@@ -37,6 +37,7 @@ def run(params, layout, dataset: str, variant: str):
     checkpoints.save(layout.model_file(dataset, variant, ZERO_SHOT_SEED), {
         "backbone": {"name": backbone.name, "pretrained": backbone_cfg["pretrained"]}, "variant": variant,
         "model": params.variant_dict(variant), "max_words": params.dataset(dataset).max_words,
+        "max_frames": params.dataset(dataset).max_frames,
         "image_size": backbone.image_size, "state_dict": model.state_dict(), "selected": "untrained", "step": 0,
         "total_steps": 0, "fingerprint": fingerprint(params.declared_values(), data), "provenance": record})
     log.info("%s/%s: the %s weights as they are, not trained (zero-shot)", dataset, variant,

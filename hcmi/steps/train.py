@@ -137,7 +137,7 @@ def write_outputs(params, layout, dataset, variant, seed, job, result, run_env, 
     checkpoints.save(layout.model_file(dataset, variant, seed), {
         "backbone": {"name": backbone.name, "pretrained": params.backbone_dict(variant)["pretrained"]},
         "variant": variant, "model": params.variant_dict(variant), "max_words": params.dataset(dataset).max_words,
-        "image_size": backbone.image_size, "state_dict": result.weights, "selected": result.selected,
-        "step": result.step, "total_steps": result.total_steps, "fingerprint": job.fingerprint,
-        "provenance": record})
+        "max_frames": params.dataset(dataset).max_frames, "image_size": backbone.image_size,
+        "state_dict": result.weights, "selected": result.selected, "step": result.step,
+        "total_steps": result.total_steps, "fingerprint": job.fingerprint, "provenance": record})
     log.info("model.pt holds the %s weights (step %d of %d)", result.selected, result.step, result.total_steps)
