@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ from hcmi.losses import retrieval_loss  # noqa: E402
 from hcmi.memory import Workload, estimate_memory  # noqa: E402
 from hcmi.model import build_model, create_backbone  # noqa: E402
 from hcmi.model.backbone import tokenizer  # noqa: E402
-from hcmi.train import make_optimizer, param_groups  # noqa: E402
+from hcmi.trainer import make_optimizer, param_groups  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTION = "a man is playing a guitar on a stage while people dance and a woman sings into a microphone"
@@ -60,14 +61,14 @@ def parse_args(argv):
     parser.add_argument("--words", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per head or mode (alternating)")
     parser.add_argument("--chunk", type=int, help="gradient-caching chunk size (default: a quarter of the batch)")
-    parser.add_argument("--compare", default="heads,gradcache",
+    parser.add_argument("--compare", default="heads,views,gradcache",
                         help="comma-separated: heads (meanP vs HCMI), gradcache (HCMI plain vs cached)")
     parser.add_argument("--memory-child", choices=MODES, help=argparse.SUPPRESS)  # one mode's peak, in a fresh process
     args = parser.parse_args(argv)
     args.compare = [x.strip() for x in args.compare.split(",") if x.strip()]
-    unknown = sorted(set(args.compare) - {"heads", "gradcache"})
+    unknown = sorted(set(args.compare) - {"heads", "views", "gradcache"})
     if unknown or not args.compare:
-        parser.error(f"--compare: choose from heads, gradcache (got {', '.join(unknown) or 'nothing'})")
+        parser.error(f"--compare: choose from heads, views, gradcache (got {', '.join(unknown) or 'nothing'})")
     args.device = pick_device(args.device)
     args.batch = args.batch or (128 if args.device.type == "cuda" else 8)
     args.chunk = args.chunk or max(1, args.batch // 4)
@@ -86,6 +87,8 @@ def main(argv=None) -> int:
              + (" (bf16 autocast)" if args.device.type == "cuda" else f", {torch.get_num_threads()} threads"))
     if "heads" in args.compare:
         payload.update(compare_heads(bench, args.rounds, where))
+    if "views" in args.compare:
+        payload["views"] = compare_views(bench, args.rounds, where)
     if "gradcache" in args.compare:
         payload["gradcache"] = compare_gradcache(bench, args, where)
     save(f"train_step_{args.device.type}", payload)
@@ -118,25 +121,35 @@ class Bench:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def loss_fn(self, head):
-        model, objective = self.models[head], self.objectives[head]
+    def loss_fn(self, head, second=None, objective=None):
+        model, objective = self.models[head], objective or self.objectives[head]
 
         def loss(video, text):
             sims = model.level_similarities(text, video)
-            return retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
-                                  objective=objective, progress=0.5)
+            result = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
+                                    second_view=second, objective=objective, progress=0.5)
+            return result.total, result.parts
         return loss
 
-    def step(self, head, chunk=None, set_to_none=True):
-        """One training step of a head: plain (chunk None) or with gradient caching in chunks of `chunk` items."""
-        model, optimizer = self.models[head], self.optimizers[head]
+    def step(self, head, chunk=None, set_to_none=True, two_views=True):
+        """One training step of a head, as training runs it: plain (chunk None) or with gradient caching in chunks
+        of `chunk` items; with two-view denoising, the second view is encoded without gradients first (two_views
+        False: the same step without it and without denoising, to measure what the second view costs)."""
+        model, optimizer, objective = self.models[head], self.optimizers[head], self.objectives[head]
+        if not two_views:
+            objective = replace(objective, denoise=replace(objective.denoise, method="none"))
+        second = None
+        if objective.two_views:
+            with torch.no_grad(), self.autocast():
+                second = model.encode_video(self.frames.flip(0), self.mask)  # another draw: other frames
         optimizer.zero_grad(set_to_none=set_to_none)
         if chunk is None:
             with self.autocast():
-                loss, _ = self.loss_fn(head)(*model(*self.inputs))
+                loss, _ = self.loss_fn(head, second, objective)(*model(*self.inputs))
             loss.backward()
         else:
-            cached_backward(model, self.inputs, chunk, self.loss_fn(head), forward_context=self.autocast)
+            cached_backward(model, self.inputs, chunk, self.loss_fn(head, second, objective),
+                            forward_context=self.autocast)
         optimizer.step()
 
 
@@ -179,6 +192,17 @@ def compare_heads(bench: Bench, rounds: int, where: str) -> dict:
           f"each); the HCMI heads' own extra time is {head_overhead:.1f}% of a meanP step\n")
     return {"rows": rows, "overhead_percent": round(step_overhead, 1),
             "heads_overhead_percent": round(head_overhead, 2)}
+
+
+def compare_views(bench: Bench, rounds: int, where: str) -> dict:
+    """HCMI's step with the second view of two-view denoising against the same step without it."""
+    seconds, _ = alternate({"two views": lambda: bench.step("hcmi"),
+                            "one view": lambda: bench.step("hcmi", two_views=False)}, rounds, bench.device)
+    overhead = 100.0 * (seconds["two views"] / seconds["one view"] - 1.0)
+    print(f"\nHCMI step with the second view (encoded without gradients) vs without it, {where}: "
+          f"{seconds['two views']:.3f} s vs {seconds['one view']:.3f} s, {overhead:+.1f}%")
+    return {"two_views_s": round(seconds["two views"], 3), "one_view_s": round(seconds["one view"], 3),
+            "overhead_percent": round(overhead, 1)}
 
 
 def compare_gradcache(bench: Bench, args, where: str) -> dict:
@@ -262,8 +286,9 @@ def heads_alone(models, objectives, frames, mask, tokens, autocast, device, repe
                 with autocast:
                     video, text = model(frames, mask, tokens)
                     sims = model.level_similarities(text, video)
-                    loss, _ = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
-                                             objective=objectives[head], progress=0.5)
+                    loss = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
+                                          second_view=video if objectives[head].two_views else None,
+                                          objective=objectives[head], progress=0.5).total
                 loss.backward()
 
             run()
