@@ -50,6 +50,10 @@ class Step:
     resources: tuple[tuple[str, str], ...] = ()  # (Snakemake resource, params key)
     local: bool = False  # runs on the machine that starts the workflow (needs network or user files)
     groups: tuple[str, ...] = TRAINED  # the model groups a step with {model} runs over
+    # Snakemake watches this value derived from the declared parameters (a function of workflow/rules/common.smk)
+    # instead of the parameters themselves, where a change of a declared key that leaves it unchanged must re-run
+    # nothing: Snakemake re-runs everything after a step that runs, DVC compares that step's outputs by content
+    watches: str | None = None
 
     @property
     def wildcards(self) -> tuple[str, ...]:
@@ -75,7 +79,8 @@ STEPS: tuple[Step, ...] = (
          params=(f"data.{D}.source",), threads="compute.sample_threads", local=True),
     Step("weights", "hcmi weights", "hcmi.steps.weights",
          outputs=(str(_L.weights_manifest()),), state_outputs=(str(_L.weights_store()),),
-         params=("backbone", "variants", "models", "ablations", "zero_shot"), local=True),
+         params=("backbone", "variants", "models", "ablations", "zero_shot"), watches="backbones_in_use",
+         local=True),
     Step("parse", f"hcmi parse --dataset {D}", "hcmi.steps.parse",
          inputs=(str(_L.manifest(D)),), outputs=(str(_L.annotations(D)),)),
     Step("sample", f"hcmi sample --dataset {D} --split {{split}}", "hcmi.steps.sample",
@@ -119,7 +124,7 @@ STEPS: tuple[Step, ...] = (
     Step("summarize", f"hcmi summarize --dataset {D} --model {M}", "hcmi.steps.summarize",
          inputs=(_every_seed("metrics.json"), str(_L.train_log(D, M, "{seed*}")), str(_L.val_log(D, M, "{seed*}"))),
          outputs=(str(_L.curves(D, M)),), metrics=(str(_L.metrics(D, M)),),
-         params=("models", "seeds", "ablation_seeds", "zero_shot"), groups=EVALUATED),
+         params=("models", "seeds", "ablation_seeds", "zero_shot"), watches="model_seeds", groups=EVALUATED),
     Step("dataset_report", f"hcmi report --dataset {D}", "hcmi.steps.report",
          inputs=(str(_L.metrics(D, "{model*}")), str(_L.curves(D, "{model*}")),
                  _every_seed("rankings.parquet", "{model*}"),

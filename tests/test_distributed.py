@@ -50,7 +50,7 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
     for key, value in a["state_dict"].items():
         if value.is_floating_point():
             difference = (b["state_dict"][key] - value).norm()
-            assert difference <= 1e-2 * value.norm() + 1e-6, (key, float(difference), float(value.norm()))
+            assert difference <= 1e-2 * value.norm() + 1e-4, (key, float(difference), float(value.norm()))
     log_a, log_b = pd.read_csv(single / run_dir / "train_log.csv"), pd.read_csv(ddp / run_dir / "train_log.csv")
     assert len(log_a) == len(log_b) == 12
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"], rtol=1e-4)

@@ -103,8 +103,8 @@ def test_snakemake_all_writes_reports_and_metrics_above_chance(snakemake_run):
         summary = metrics_of(workdir, model)
         counts = summary["per_seed"]["0"]["counts"]
         assert counts == {"videos": 16, "captions": 16, "skipped_videos": 0, "dropped_captions": 0}
-        chance = 100 / counts["videos"]
-        assert summary["mean"]["t2v"]["R5"] > 5 * chance, "retrieval must be above chance (R@5 chance: 31%)"
+        if model in ("baseline", "hcmi"):  # the compared models learn: retrieval above chance (R@5 chance 31%)
+            assert summary["mean"]["t2v"]["R5"] > 5 * 100 / counts["videos"], (model, summary["mean"]["t2v"])
     for log in ["logs/train/synthetic-hcmi-0.log", "logs/sample/synthetic-train.log"]:
         assert (workdir / log).stat().st_size > 0, "every rule logs to its log file"
 
@@ -154,8 +154,8 @@ def test_changing_a_training_parameter_reruns_training_and_what_follows_in_both_
 def test_a_loss_edit_reruns_training_and_what_follows_and_nothing_else(snakemake_run, dvc_origin):
     origin, _ = dvc_origin
     for workdir in (snakemake_run, origin):
-        with edited(workdir / "hcmi/losses.py", "return LossResult(total, parts, stats)",
-                    "return LossResult(total * 1.0, parts, stats)"):
+        with edited(workdir / "hcmi/losses.py", "return LossResult(total, parts, stats, latent)",
+                    "return LossResult(total * 1.0, parts, stats, latent)"):
             if workdir is snakemake_run:
                 rules = planned_rules(workdir, "all", *TINY)
                 assert set(rules) == TRAINING_AND_AFTER and rules.count("train") == 3, rules
@@ -201,6 +201,7 @@ def test_a_zero_shot_variant_runs_end_to_end_without_training(snakemake_run):
     workdir = snakemake_run
     (workdir / "zero_shot.yaml").write_text("zero_shot: [zero-shot]\n")
     rules = planned_rules(workdir, "all", *TINY, "zero_shot.yaml")
+    # the new variant's backbone is already in use: the weights record stands, nothing is trained again
     assert set(rules) == {"snapshot", "evaluate", "summarize", "dataset_report", "index_report"}, rules
     assert rules.count("evaluate") == rules.count("summarize") == 1, "only the new variant is evaluated"
     snakemake(workdir, "--cores", "2", "all", *TINY, "zero_shot.yaml")

@@ -25,9 +25,12 @@ def test_the_committed_dvc_yaml_is_generated_from_the_step_table():
     assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(), "run `hcmi dvc-yaml` after editing hcmi/pipeline.py"
 
 
-def snakemake_steps(workdir):
+def snakemake_steps(workdir, params):
+    """Every job of `all`, and of the steps `all` does not need (the search indexes)."""
+    indexes = [f"data/index/synthetic/{model}/seeds/{seed}/index.json" for model in params["models"]
+               for seed in params["seeds"]]
     steps = {}
-    for job in planned_jobs(workdir, "--forceall", "all"):
+    for job in planned_jobs(workdir, "--forceall", "all", *indexes):
         command = re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", job["command"])  # the rule's log redirection
         steps[command] = {"rule": job["rule"], "outputs": set(job["outputs"]), "inputs": set(job["inputs"])}
     return steps
@@ -55,11 +58,12 @@ def job_values(rule, command):
 
 
 def test_snakemake_and_dvc_define_the_same_steps(tmp_path):
-    workdir = copy_workflow(tmp_path / "wf", params_with_matrix(), git=True)
-    smk, dvc_ = snakemake_steps(workdir), dvc_steps(workdir)
+    params = params_with_matrix()
+    workdir = copy_workflow(tmp_path / "wf", params, git=True)
+    smk, dvc_ = snakemake_steps(workdir, params), dvc_steps(workdir)
     assert set(smk) == set(dvc_), "the two workflows run different commands"
-    # weights, download, parse, 3 x sample, 5 x train, 5 x evaluate, 3 x summarize, 2 reports
-    assert len(smk) == 1 + 1 + 1 + 3 + 5 + 5 + 3 + 1 + 1
+    # weights, download, parse, 3 x sample, 5 x train, 5 x evaluate, 4 x index, 3 x summarize, 2 reports
+    assert len(smk) == 1 + 1 + 1 + 3 + 5 + 5 + 4 + 3 + 1 + 1
     for command, job in smk.items():
         stage = dvc_[command]
         step = pipeline.STEP[job["rule"]]
@@ -92,6 +96,13 @@ def test_every_step_has_its_own_code_and_the_layers_show_in_it():
     assert not any(path.startswith("hcmi/report/") for path in code["train"] | code["evaluate"])
     assert "hcmi/model/configs/hcmi-tiny.json" in code["train"], "data folders beside a module are its code"
     assert "hcmi/cli.py" not in set().union(*code.values()), "the command line only parses arguments"
+
+
+def test_every_watched_value_is_derived_in_the_workflow():
+    derived = re.search(r"^DERIVED = \{(.*?)\}$", (REPO / "workflow/rules/common.smk").read_text(), re.M | re.S)
+    names = set(re.findall(r'"(\w+)":', derived.group(1)))
+    watched = {step.watches for step in pipeline.STEPS if step.watches}
+    assert watched and watched <= names, (watched, names)
 
 
 def test_snakemake_lint_has_no_findings_but_the_conda_recommendation(tmp_path):

@@ -204,7 +204,7 @@ class DatasetResults:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-        colours = _colours(self.models)
+        colours = _colours(self.compared)
         for model, table in self._curves().items():
             for i, (seed, rows) in enumerate(table.groupby("seed")):
                 train, val = rows[rows["log"] == "train"], rows[rows["log"] == "val"]
@@ -229,7 +229,7 @@ class DatasetResults:
         ks = ["R1", "R5", "R10"]
         compared = {m: self.summaries[m] for m in self.compared if m in self.summaries}
         width = 0.8 / max(1, len(compared))
-        colours = _colours(self.models)
+        colours = _colours(self.compared)
         for ax, direction in zip(axes, ("t2v", "v2t")):
             for i, (model, summary) in enumerate(compared.items()):
                 means = [_number(summary.mean(f"{direction}.{k}")) for k in ks]

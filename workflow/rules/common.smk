@@ -55,6 +55,26 @@ def seeds_for(model):
     return [0] if model in config["zero_shot"] else config["ablation_seeds"]
 
 
+def backbones_in_use(wildcards):
+    """The distinct backbones (name and weights) of every configured variant: what the weights record depends on,
+    so that adding a variant on a backbone already in use re-runs nothing."""
+    found = []
+    for model in ALL_MODELS:
+        backbone = {**config["backbone"], **config["variants"][model].get("backbone", {})}
+        if backbone not in found:
+            found.append(backbone)
+    return found
+
+
+def model_seeds(wildcards):
+    """The seeds one model is summarized over: adding a variant to another group re-runs no other model's summary."""
+    return seeds_for(wildcards.model)
+
+
+# values derived from the parameters that a step's Snakemake rule watches instead of the keys it declares
+DERIVED = {"backbones_in_use": backbones_in_use, "model_seeds": model_seeds}
+
+
 def model_names(groups):
     """A wildcard constraint matching exactly the variants of these model groups (nothing when they are empty)."""
     names = [name for group in groups for name in GROUPS[group]]

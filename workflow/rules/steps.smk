@@ -36,6 +36,8 @@ def rule_inputs(step):
 
 
 def rule_params(step):
+    if step.watches:
+        return lambda wc: {step.watches: DERIVED[step.watches](wc)}
     return lambda wc: {key: param(key) for key in step.declared_params(**dict(wc.items()))}
 
 
