@@ -32,14 +32,13 @@ def sync(device) -> None:
 
 
 def pick_device(name: str):
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent CPU run."""
-    import torch
+    """hcmi's own device resolution ('auto' -> cuda when available; 'cuda' without a GPU stops the benchmark)."""
+    from hcmi.runtime import DeviceError, resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except DeviceError as error:
+        raise SystemExit(f"--device {name}: {error}") from None
 
 
 def machine() -> dict:
