@@ -20,8 +20,12 @@ from common import OUT_DIR  # noqa: E402
 HERE = Path(__file__).resolve().parent
 QUICK_ARGS = {"eval_similarity": ["--quick"], "frame_sampling": ["--videos", "1", "--seconds", "3"],
               "loader": ["--videos", "4", "--seconds", "2"],
-              "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"], "search": ["--quick"]}
-SCRIPTS = ("eval_similarity", "frame_sampling", "loader", "train_step", "train_step_cuda", "search")
+              "train_step": ["--backbone", "hcmi-tiny", "--batch", "4", "--rounds", "1"], "search": ["--quick"],
+              "numerics": ["--batch", "4", "--rounds", "1"]}
+SCRIPTS = ("eval_similarity", "frame_sampling", "loader", "train_step", "train_step_cuda", "numerics", "search")
+# compute.numerics' cost, measured on the default run's training step (hcmi-tiny, batch 32 x 8 frames)
+NUMERICS_ARGS = ["--compare", "numerics", "--backbone", "hcmi-tiny", "--batch", "32", "--frames", "8",
+                 "--rounds", "5"]
 
 
 def _number(value) -> str:
@@ -64,6 +68,13 @@ def summary_lines(results: dict) -> list[str]:
             f"- {row['loader']}: {row['videos_per_s_per_core']}" for row in r["rows"]] + [
             f"- speed-up: {r['speedup']}x", ""] + [
             f"- JPEG decoder {row['decoder']}: {row['ms/frame']} ms/frame" for row in r.get("decoders", [])] + [""]
+    if "numerics_cpu" in results:
+        r = results["numerics_cpu"]
+        lines += [f"## CPU kernels (compute.numerics; HCMI step, {r['backbone']}, batch {r['batch']} x {r['frames']} "
+                  f"frames, {r['numerics']['cpu']})", "", "| numerics | torch kernels | s/step | x native |",
+                  "|---|---|---|---|"]
+        lines += [f"| {x['numerics']} | {x['torch_kernels']} | {x['s_per_step']} | {x['ratio_to_native']} |"
+                  for x in r["numerics"]["rows"]] + [""]
     for name in sorted(n for n in results if n.startswith("train_step")):
         r = results[name]
         lines += [f"## Training step ({r['backbone']}, batch {r['batch']} x {r['frames']} frames, "
@@ -125,7 +136,9 @@ def main(argv=None) -> int:
     runs = []
     for name in wanted:
         script, extra = ("train_step", ["--device", "cuda"]) if name == "train_step_cuda" else (name, [])
-        runs.append((script, (QUICK_ARGS[script] if args.quick else []) + extra))
+        if name == "numerics":
+            script, extra = "train_step", NUMERICS_ARGS
+        runs.append((script, extra + (QUICK_ARGS[name if name == "numerics" else script] if args.quick else [])))
     for name, extra in runs:
         print(f"== {name} {' '.join(extra)}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], check=True)

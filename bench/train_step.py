@@ -4,11 +4,16 @@ speed does not depend on them).
 
     python bench/train_step.py                 # CPU: ViT-B-32, batch 8 x 12 frames at 224 px, 32 words, chunk 2
     python bench/train_step.py --device cuda   # GPU: ViT-B-32, bf16 autocast, batch 128 x 12 frames (+ peak memory)
+    python bench/train_step.py --compare numerics --backbone hcmi-tiny --batch 32 --frames 8   # the default run's step
 
 Heads: both share one backbone and their steps alternate, so drifts of the machine affect both alike; each head's
 time is the median of its steps. Printed: seconds per training step (forward, backward, AdamW) per head, and the
 overhead of HCMI's heads over meanP, also measured directly as the extra time of the heads alone (temporal
 transformer, clustering, token-wise similarities, objective) on fixed backbone outputs.
+
+Numerics (--compare numerics): HCMI's step with each compute.numerics mode (hcmi/numerics.py), every mode in fresh
+processes of its own (a process's kernels are fixed at its first operation), the modes interleaved over two cycles;
+each mode's time is the median of its steps, printed as a ratio to native (the machine's own kernels, unpinned).
 
 Gradient caching (--chunk, default a quarter of the batch): plain and cached steps alternate in one process for the
 times; the peak memory of each mode is measured in a fresh process of its own, after a warm-up step, as the growth
@@ -37,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pick_device, save, sync, table  # noqa: E402
 
+from hcmi import numerics  # noqa: E402
 from hcmi.config import load  # noqa: E402
 from hcmi.gradcache import cached_backward  # noqa: E402
 from hcmi.losses import retrieval_loss  # noqa: E402
@@ -49,6 +55,8 @@ REPO = Path(__file__).resolve().parent.parent
 CAPTION = "a man is playing a guitar on a stage while people dance and a woman sings into a microphone"
 HEADS = ("baseline", "hcmi")
 MODES = ("plain", "cached")
+COMPARISONS = ("heads", "views", "gradcache", "numerics")
+NUMERICS_CYCLES = 2  # fresh processes per numerics mode, interleaved
 GLIBC_MMAP_THRESHOLD = 65536  # fixed: glibc would otherwise raise it and keep freed tensors resident
 
 
@@ -62,13 +70,15 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=3, help="timed steps per head or mode (alternating)")
     parser.add_argument("--chunk", type=int, help="gradient-caching chunk size (default: a quarter of the batch)")
     parser.add_argument("--compare", default="heads,views,gradcache",
-                        help="comma-separated: heads (meanP vs HCMI), gradcache (HCMI plain vs cached)")
+                        help="comma-separated: heads (meanP vs HCMI), views (HCMI with and without the second view), "
+                             "gradcache (HCMI plain vs cached), numerics (HCMI's step per compute.numerics mode)")
     parser.add_argument("--memory-child", choices=MODES, help=argparse.SUPPRESS)  # one mode's peak, in a fresh process
+    parser.add_argument("--numerics-child", choices=numerics.MODES, help=argparse.SUPPRESS)  # one mode's step times
     args = parser.parse_args(argv)
     args.compare = [x.strip() for x in args.compare.split(",") if x.strip()]
-    unknown = sorted(set(args.compare) - {"heads", "views", "gradcache"})
+    unknown = sorted(set(args.compare) - set(COMPARISONS))
     if unknown or not args.compare:
-        parser.error(f"--compare: choose from heads, views, gradcache (got {', '.join(unknown) or 'nothing'})")
+        parser.error(f"--compare: choose from {', '.join(COMPARISONS)} (got {', '.join(unknown) or 'nothing'})")
     args.device = pick_device(args.device)
     args.batch = args.batch or (128 if args.device.type == "cuda" else 8)
     args.chunk = args.chunk or max(1, args.batch // 4)
@@ -80,11 +90,19 @@ def main(argv=None) -> int:
     if args.memory_child:
         print(json.dumps(memory_child(args)))
         return 0
-    bench = Bench(args, HEADS if "heads" in args.compare else ("hcmi",))
+    if args.numerics_child:
+        print(json.dumps(numerics_child(args)))
+        return 0
     payload = {"backbone": args.backbone, "batch": args.batch, "frames": args.frames, "words": args.words,
                "rounds": args.rounds}
     where = (f"{args.backbone}, batch {args.batch} x {args.frames} frames, {args.words} words, {args.device.type}"
              + (" (bf16 autocast)" if args.device.type == "cuda" else f", {torch.get_num_threads()} threads"))
+    if "numerics" in args.compare:
+        payload["numerics"] = compare_numerics(args, where)
+    if not set(args.compare) & {"heads", "views", "gradcache"}:
+        save(f"numerics_{args.device.type}", payload)
+        return 0
+    bench = Bench(args, HEADS if "heads" in args.compare else ("hcmi",))
     if "heads" in args.compare:
         payload.update(compare_heads(bench, args.rounds, where))
     if "views" in args.compare:
@@ -233,10 +251,55 @@ def compare_gradcache(bench: Bench, args, where: str) -> dict:
             "memory_measured_by": "cuda max_memory_allocated" if bench.device.type == "cuda" else "VmHWM"}
 
 
+def _child_command(args, flag: str, mode: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), flag, mode, "--device", args.device.type, "--backbone",
+            args.backbone, "--batch", str(args.batch), "--frames", str(args.frames), "--words", str(args.words),
+            "--chunk", str(args.chunk), "--rounds", str(args.rounds)]
+
+
+def compare_numerics(args, where: str) -> dict:
+    """HCMI's step time under each compute.numerics mode, as a ratio to native."""
+    times: dict[str, list[float]] = {mode: [] for mode in numerics.MODES}
+    capability: dict[str, str] = {}
+    unpinned = {k: v for k, v in os.environ.items() if k not in numerics.VARIABLES}
+    for _ in range(NUMERICS_CYCLES):
+        for mode in numerics.MODES:
+            result = subprocess.run(_child_command(args, "--numerics-child", mode), capture_output=True, text=True,
+                                    env=unpinned)
+            if result.returncode:
+                raise SystemExit(f"the {mode} numerics step failed:\n{result.stderr[-3000:]}")
+            child = json.loads(result.stdout.strip().splitlines()[-1])
+            times[mode] += child["seconds"]
+            capability[mode] = child["capability"]
+    seconds = {mode: statistics.median(t) for mode, t in times.items()}
+    ratio = {mode: seconds[mode] / seconds["native"] for mode in numerics.MODES}
+    rows = [{"numerics": mode, "torch_kernels": capability[mode], "s_per_step": round(seconds[mode], 4),
+             "ratio_to_native": round(ratio[mode], 3)} for mode in numerics.MODES]
+    print(table(rows, list(rows[0])))
+    print(f"\n{where}: HCMI step, portable {ratio['portable']:.2f}x and compatible "
+          f"{ratio['compatible']:.2f}x the native step's time (median of {NUMERICS_CYCLES} x {args.rounds} "
+          f"steps per mode, fresh processes, CPU: {numerics.cpu_model()})\n")
+    return {"rows": rows, "cpu": numerics.cpu_model(), "cpu_flags": sorted(numerics.cpu_flags() &
+                                                                          set(numerics.KERNEL_FLAGS))}
+
+
+def numerics_child(args) -> dict:
+    """Seconds of `rounds` HCMI steps after a warm-up step, with this process's kernels pinned to one mode."""
+    numerics.pin(args.numerics_child)
+    bench = Bench(args, ("hcmi",))
+    bench.step("hcmi")
+    seconds = []
+    for _ in range(args.rounds):
+        sync(bench.device)
+        start = time.perf_counter()
+        bench.step("hcmi")
+        sync(bench.device)
+        seconds.append(time.perf_counter() - start)
+    return {"mode": args.numerics_child, "capability": torch.backends.cpu.get_cpu_capability(), "seconds": seconds}
+
+
 def measure_in_fresh_process(args, mode: str) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--device",
-               args.device.type, "--backbone", args.backbone, "--batch", str(args.batch), "--frames",
-               str(args.frames), "--words", str(args.words), "--chunk", str(args.chunk)]
+    command = _child_command(args, "--memory-child", mode)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(GLIBC_MMAP_THRESHOLD)}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:

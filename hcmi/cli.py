@@ -223,7 +223,7 @@ def restricted(params, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hcmi import config
+    from hcmi import config, numerics
     from hcmi.errors import HcmiError
     from hcmi.logs import setup_logging
     from hcmi.paths import Layout
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.params_files = args.params_files or config.default_params_files()
     try:
+        # before anything computes: this process's CPU kernels, inherited by every process it starts
+        numerics.pin(params.get("compute.numerics"))
         args.func(restricted(params, args), Layout(args.data_root), args)
     except KeyboardInterrupt:
         print("hcmi: interrupted", file=sys.stderr)

@@ -4,7 +4,9 @@
                  the package's source, and the sha256 of the step's own code (the import closure of its module)
     params       the keys the step declares, their values, and the sha256 of those values
     data         a fingerprint (sha256) of every input the caller names: manifests, annotation tables, frame caches
-    environment  Python and library versions, CUDA/cuDNN when present, the platform and CPU
+    environment  Python and library versions, CUDA/cuDNN when present, the platform and CPU, and what decided the CPU
+                 kernels (compute.numerics, the pinned settings, torch's kernel level in use, the CPU's flags, MKL's
+                 and oneDNN's versions: hcmi/numerics.py)
     runtime      device, threads, deterministic algorithms, CPUs available, wall time, when and where it ran
 """
 
@@ -20,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hcmi import codebase
+from hcmi import codebase, numerics
 from hcmi.files import sha256sum
 
 LIBRARIES = ("torch", "open_clip_torch", "decord", "numpy", "pandas", "av", "faiss-cpu")
@@ -66,7 +68,8 @@ def file_fingerprint(path: Path) -> str | None:
     return sha256sum(path) if path.is_file() else None
 
 
-def environment() -> dict:
+def environment(kernels: str | None = None) -> dict:
+    """kernels: the compute.numerics of the result (None for steps that run no model)."""
     import torch
 
     versions = {}
@@ -76,21 +79,12 @@ def environment() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     info = {"python": platform.python_version(), "libraries": versions, "platform": platform.platform(),
-            "cpu": _cpu_model(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
+            "cpu": numerics.cpu_model(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            "numerics": numerics.record(kernels)}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def runtime_record(runtime, started: float) -> dict:
@@ -107,4 +101,5 @@ def runtime_record(runtime, started: float) -> dict:
 def collect(*, module: str, params: dict, data: dict, runtime, started: float) -> dict:
     """The provenance block of one result. params: {"keys": [...], "values": {...}} (params_record)."""
     return {"code": code_version(module), "params": params, "data": data,
-            "environment": environment(), "runtime": runtime_record(runtime, started)}
+            "environment": environment(getattr(runtime, "numerics", None)),
+            "runtime": runtime_record(runtime, started)}

@@ -1,8 +1,10 @@
-"""Where and how a step computes: device, CPU threads, deterministic algorithms, seeds. The one place for each.
+"""Where and how a step computes: device, CPU threads, CPU kernels, deterministic algorithms, seeds. The one place for
+each.
 
-The same step with the same parameters must give the same bits however it is launched (Snakemake, DVC, by hand):
-floating-point sums depend on the number of threads, so the thread count is a parameter (compute.train_threads),
-applied here on every path and recorded in every result, never taken from the launcher's environment.
+The same step with the same parameters must give the same bits however it is launched (Snakemake, DVC, by hand) and on
+whichever machine of the pinned kernel level it runs: floating-point sums depend on the number of threads and on the
+vector kernels, so both are parameters (compute.train_threads, compute.numerics: hcmi/numerics.py), applied here on
+every path and recorded in every result, never taken from the launcher's environment.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hcmi import numerics
 from hcmi.errors import HcmiError
 
 # cuBLAS needs a fixed workspace to be deterministic (CUDA's documented requirement)
@@ -29,6 +32,7 @@ class Runtime:
     device: torch.device
     threads: int
     deterministic: bool
+    numerics: str
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,8 +47,11 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def configure(device: str, threads: int, deterministic: bool) -> Runtime:
-    """Apply the compute parameters to this process (call once, before any tensor work)."""
+def configure(device: str, threads: int, deterministic: bool, kernels: str) -> Runtime:
+    """Apply the compute parameters to this process (call once, before any tensor work). `kernels` is
+    compute.numerics: the command line pins it at start; here it is pinned for callers of the steps' functions, and
+    an error when torch already computes with other kernels."""
+    numerics.pin(kernels)
     resolved = resolve_device(device)
     torch.set_num_threads(threads)
     if deterministic:
@@ -52,7 +59,7 @@ def configure(device: str, threads: int, deterministic: bool) -> Runtime:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
             torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
-    return Runtime(resolved, threads, deterministic)
+    return Runtime(resolved, threads, deterministic, kernels)
 
 
 def seed_everything(seed: int) -> None:

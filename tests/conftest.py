@@ -16,6 +16,11 @@ NETGUARD = Path(__file__).resolve().parent / "netguard"
 sys.path.insert(0, str(NETGUARD))
 import sitecustomize  # noqa: E402,F401  (installs the socket guard in this process)
 
+from hcmi import numerics  # noqa: E402
+
+# the kernels of params.yaml's compute.numerics, pinned before any test computes (the command line does the same)
+numerics.pin(yaml.safe_load((REPO / "params.yaml").read_text())["compute"]["numerics"])
+
 # child processes (Snakemake, DVC, papermill kernels, hcmi) get the same guard and stay offline
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
 # the environment's console scripts (hcmi, snakemake, dvc) come first, even when the venv is not activated

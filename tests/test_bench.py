@@ -50,6 +50,20 @@ def test_training_step_bench_compares_gradient_caching_with_the_plain_step(tmp_p
     assert "gradient caching in chunks of 1" in result.stdout
 
 
+def test_training_step_bench_times_each_numerics_mode_in_processes_of_its_own(tmp_path):
+    env = {**os.environ, "HCMI_BENCH_DIR": str(tmp_path), "ATEN_CPU_CAPABILITY": "default"}
+    command = [sys.executable, str(REPO / "bench/train_step.py"), "--backbone", "hcmi-tiny", "--batch", "4",
+               "--frames", "4", "--rounds", "1", "--compare", "numerics"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    rows = {row["numerics"]: row for row in json.loads((tmp_path / "numerics_cpu.json").read_text())["numerics"]["rows"]}
+    assert set(rows) == {"portable", "compatible", "native"}
+    assert rows["compatible"]["torch_kernels"] == "DEFAULT"
+    assert rows["native"]["torch_kernels"] != "DEFAULT"  # the launcher's pinned variables are not passed on
+    assert rows["native"]["ratio_to_native"] == 1.0 and all(row["s_per_step"] > 0 for row in rows.values())
+    assert "portable" in result.stdout and "x the native step's time" in result.stdout
+
+
 def test_summary_has_lines_for_gradient_caching():
     spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench/run.py")
     bench_run = importlib.util.module_from_spec(spec)

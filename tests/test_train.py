@@ -164,7 +164,7 @@ def test_accumulation_and_separate_learning_rates(tiny_data, tmp_path):
     raw["train"].update(batch_size=8, accumulation_steps=2, backbone_lr_scale=0.1, epochs=1)
     params = tiny_params_from(raw)
     run_layout = Layout(linked_root(tmp_path, layout))
-    job = build_job(params, run_layout, "synthetic", "hcmi", 0, configure("cpu", 1, True), Distributed())
+    job = build_job(params, run_layout, "synthetic", "hcmi", 0, configure("cpu", 1, True, "portable"), Distributed())
     run = _Run(job)
     assert run.steps_per_epoch == (96 // 8) // 2  # 96 training pairs, two contrastive batches per step
     lrs = {group["name"]: group["lr"] for group in run.optimizer.param_groups}

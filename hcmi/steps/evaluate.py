@@ -57,7 +57,7 @@ def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.D
 def evaluate(params, layout, dataset: str, variant: str, seed: int) -> tuple[dict, pd.DataFrame, object]:
     """(metrics, rankings, runtime) of a trained run, written nowhere (`run` writes them; `hcmi verify` compares)."""
     compute = params.compute
-    run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic)
+    run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic, compute.numerics)
     remedy = f"train it first: hcmi train --dataset {dataset} --model {variant} --seed {seed}"
     model, checkpoint = load_model(layout.model_file(dataset, variant, seed), run_env.device, remedy)
     annotations = read_annotations(layout.annotations(dataset), dataset)

@@ -78,7 +78,7 @@ def encode_into(store: VideoStore, model, cache: FrameCache, batch_size: int, de
 
 
 def _open(params, checkpoint: Path, out: Path):
-    run_env = runtime.configure(params.compute.device, params.compute.train_threads, params.compute.deterministic)
+    run_env = runtime.configure(params.compute.device, params.compute.train_threads, params.compute.deterministic, params.compute.numerics)
     model, record = load_model(checkpoint, run_env.device, "train it first, or give another --checkpoint")
     model_info = describe(checkpoint, record)
     if (out / INDEX_FILE).exists():

@@ -44,7 +44,7 @@ def ranked(params, index_dir: Path, queries: list[str], checkpoint: Path | None 
         if token_count(backbone, query) > max_words:
             log.warning("the query has %d tokens, more than the model's %d: it is cut to its first %d",
                         token_count(backbone, query), max_words, max_words)
-    run_env = runtime.configure(params.compute.device, params.compute.train_threads, params.compute.deterministic)
+    run_env = runtime.configure(params.compute.device, params.compute.train_threads, params.compute.deterministic, params.compute.numerics)
     model, _ = load_model(checkpoint, run_env.device)
     tokens = tokenizer(backbone, max_words)(queries)
     text = encode_texts(model, tokens, params.eval.batch_size, run_env.device, desc="encode the query")

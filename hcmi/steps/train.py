@@ -12,6 +12,7 @@ With compute.train_gpus > 1 the same command re-launches itself under torchrun (
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -111,10 +112,10 @@ def run(params, layout, dataset: str, variant: str, seed: int):
             raise TrainingError(f"compute.train_gpus={compute.train_gpus} but {torch.cuda.device_count()} CUDA "
                                 "device(s) visible")
         relaunch_under_torchrun(compute.train_gpus)
-    run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic)
+    run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic, compute.numerics)
     dist = setup()
     if run_env.device.type == "cuda" and dist.enabled:
-        run_env = runtime.Runtime(torch.device("cuda", dist.local_rank), run_env.threads, run_env.deterministic)
+        run_env = dataclasses.replace(run_env, device=torch.device("cuda", dist.local_rank))
     try:
         job = build_job(params, layout, dataset, variant, seed, run_env, dist)
         log.info("training %s/%s seed %d", dataset, variant, seed)

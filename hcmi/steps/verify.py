@@ -9,6 +9,7 @@ import logging
 from hcmi import provenance
 from hcmi.errors import HcmiError
 from hcmi.files import read_json
+from hcmi.pipeline import STEP
 from hcmi.steps.evaluate import evaluate
 from hcmi.steps.summarize import metric_values
 
@@ -26,21 +27,38 @@ def compare(recorded: dict, fresh: dict) -> list[str]:
             if old.get(key) != new.get(key)]
 
 
-def context_differences(recorded: dict | None, params) -> list[str]:
-    """What differs between the recorded evaluation and now, beside the numbers (code, parameters, libraries)."""
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def context_differences(recorded: dict | None, params, dataset: str, variant: str, seed: int) -> list[str]:
+    """What differs between the recorded evaluation and now beside the numbers, and only what differs: the
+    evaluation's code, its declared parameters, and each item of the environment that decides the numbers
+    (libraries, Python, CUDA, the CPU, its kernel flags, compute.numerics and the settings it pinned, torch's kernel
+    level, MKL's and oneDNN's versions)."""
     if not recorded:
         return ["the recorded metrics carry no provenance"]
     notes = []
     code = provenance.code_version("hcmi.steps.evaluate")
     if recorded["code"]["step_code_sha256"] != code["step_code_sha256"]:
         notes.append("the evaluation code differs from the recorded one")
-    values = params.declared_values()
-    if recorded["params"]["values"] != values:
-        notes.append("the evaluation parameters differ from the recorded ones")
-    libraries = provenance.environment()["libraries"]
-    for name, version in recorded["environment"]["libraries"].items():
-        if libraries.get(name) != version:
-            notes.append(f"{name} {version} was recorded, {libraries.get(name)} is installed")
+    step = STEP["evaluate"]
+    now_values = params.restrict(step.declared_params(dataset=dataset, model=variant, seed=seed),
+                                 step.name).declared_values()
+    then_values = recorded["params"]["values"]
+    for key in sorted(set(now_values) | set(then_values)):
+        if now_values.get(key) != then_values.get(key):
+            notes.append(f"parameter {key}: {then_values.get(key)!r} was recorded, {now_values.get(key)!r} now")
+    then_env = _flat(recorded.get("environment", {}))
+    now_env = _flat(provenance.environment(now_values.get("compute.numerics")))
+    for key in sorted(set(then_env) | set(now_env)):
+        if then_env.get(key) != now_env.get(key):
+            notes.append(f"environment {key}: {then_env.get(key)!r} was recorded, {now_env.get(key)!r} now")
     return notes
 
 
@@ -52,10 +70,13 @@ def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
     recorded = read_json(path)
     fresh, _, _ = evaluate(params, layout, dataset, variant, seed)
     differences = compare(recorded, fresh)
-    for note in context_differences(recorded.get("provenance"), params):
-        log.warning("%s", note)
+    context = context_differences(recorded.get("provenance"), params, dataset, variant, seed)
     if differences:
+        why = ("\n  what differs from the recorded run:\n    " + "\n    ".join(context) if context else
+               "\n  code, parameters and environment are as recorded")
         raise NotReproduced(f"{path}: the checkpoint does not reproduce {len(differences)} recorded metric(s):\n  "
-                            + "\n  ".join(differences[:20]))
+                            + "\n  ".join(differences[:20]) + why)
+    for note in context:
+        log.info("differs from the recorded run (the metrics reproduce all the same): %s", note)
     log.info("%s: reproduced — all %d recorded metrics are identical", path, len(metric_values(recorded)))
     return {"reproduced": True, "metrics": len(metric_values(recorded))}
