@@ -87,8 +87,21 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
         benches=(--only eval_similarity,train_step_cuda)
     fi
 
-    step "gpu tests" 240 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_gpu.py \
+    step "gpu tests" 240 "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" tests/test_gpu.py \
         --junitxml="$out/pytest.xml"
+    # a GPU test that skipped did not pass: where a CUDA device is visible, any skip fails the check
+    step "gpu tests all ran ($device)" 30 "$PY" - "$out/pytest.xml" "$device" <<'PY'
+import sys
+import xml.etree.ElementTree as ElementTree
+
+suites = ElementTree.parse(sys.argv[1]).getroot()
+suites = [suites] if suites.tag == "testsuite" else list(suites.iter("testsuite"))
+count = {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "skipped", "failures", "errors")}
+passed = count["tests"] - count["skipped"] - count["failures"] - count["errors"]
+print(f"gpu tests: {passed} passed, {count['skipped']} skipped, {count['failures'] + count['errors']} failed")
+if count["tests"] == 0 or (sys.argv[2] == "cuda" and count["skipped"]):
+    sys.exit("gpu tests: a skipped or missing GPU test counts as not passed")
+PY
     step "benchmarks" 360 "$PY" bench/run.py "${benches[@]}"
 
     # training and evaluation of HCMI on the synthetic benchmark (bf16 autocast on CUDA: train.amp)
@@ -103,7 +116,8 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
             "$root/results/synthetic/hcmi/seeds/0/metrics.json" "$out/" 2>/dev/null || true
         rm -rf "$root"
     else
-        echo "== training run skipped: no frame cache under $data (bash bench/gpu_check.sh prepare)"
+        echo "== training run: no frame cache under $data (bash bench/gpu_check.sh prepare)"
+        failures+=("training run (no frame cache under $data)")
     fi
 
     if [ "${#failures[@]}" -gt 0 ]; then

@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params_files, args.settings)
     except config.ConfigError as exc:
-        print(f"hcmi: invalid parameters:\n{exc}", file=sys.stderr)
+        for problem in filter(None, str(exc).splitlines()):  # one line for each problem, naming file and key
+            print(f"hcmi: invalid parameters: {problem.strip()}", file=sys.stderr)
         return 2
     args.params_files = args.params_files or config.default_params_files()
     try:

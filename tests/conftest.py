@@ -85,6 +85,18 @@ def linked_root(tmp_path: Path, layout, name: str = "data") -> Path:
     return root
 
 
+def require_slurm_plugin():
+    """The Snakemake SLURM executor plugin: skipped without it on a developer's machine, a failure under CI (CI=true),
+    where the cluster tests must run."""
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI runs the SLURM tests, but the executor plugin is missing: {exc} "
+                        "(pip install -e '.[dev]' installs it)", pytrace=False)
+        pytest.skip(f"snakemake-executor-plugin-slurm is not installed: {exc}", allow_module_level=True)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A one-node SLURM cluster for the session (tests/slurm_cluster.py): the machine's own when one runs, otherwise

@@ -7,10 +7,10 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, tiny_params_dict
+from conftest import REPO, require_slurm_plugin, tiny_params_dict
 from workflow_helpers import copy_workflow, snakemake
 
-pytest.importorskip("snakemake_executor_plugin_slurm")
+require_slurm_plugin()
 
 
 def test_slurm_profile_dry_run_requests_params_resources_for_training(tmp_path):

@@ -1,6 +1,7 @@
 """The CUDA paths: blocked evaluation on the GPU equals the CPU result, and a bf16-autocast training step of both heads
-gives finite gradients and the loss of a float32 step. Skipped where no CUDA device is visible (CI, this project's
-CPU machines); `bash bench/gpu_check.sh run` runs them on a GPU machine."""
+(two-view denoising included) gives finite gradients and the loss of a float32 step. The CUDA cases are skipped where
+no CUDA device is visible (CI, this project's CPU machines); `bash bench/gpu_check.sh run` runs them on a GPU machine.
+The training step runs on the CPU too, so that the code path the GPU runs is exercised by every test run."""
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from hcmi.losses import retrieval_loss
 from conftest import tiny_params_dict, tiny_params_from
 from test_model import TEXTS, batch, make
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 
 def representations(nt, nv, words, frames, dim, seed=0):
@@ -36,6 +38,7 @@ def representations(nt, nv, words, frames, dim, seed=0):
     return text, video
 
 
+@needs_cuda
 @pytest.mark.parametrize("memory_mb", [0.05, 1.0, 64.0])
 def test_blocked_evaluation_on_gpu_equals_cpu(memory_mb):
     model, _ = make("hcmi")
@@ -48,20 +51,22 @@ def test_blocked_evaluation_on_gpu_equals_cpu(memory_mb):
                                    rtol=0, atol=1e-5, msg=level)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", ["baseline", "hcmi"])
-def test_bf16_autocast_step_matches_float32(variant):
+def test_bf16_autocast_step_matches_float32(variant, device):
     model, tok = make(variant)
-    model = model.cuda()
+    model = model.to(device)
     objective = tiny_params_from(tiny_params_dict()).variant(variant)
-    frames, mask = (x.cuda() for x in batch())
-    tokens = tok(TEXTS).cuda()
+    assert objective.two_views == (variant == "hcmi"), "the HCMI case covers two-view denoising"
+    frames, mask = (x.to(device) for x in batch())
+    tokens = tok(TEXTS).to(device)
 
     def loss_and_grads(autocast: bool):
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             video, text = model(frames, mask, tokens)
-            with torch.no_grad():
-                second = model.encode_video(frames.flip(1), mask)["video"] if objective.two_views else None
+            with torch.no_grad():  # the second view as the trainer makes it: the whole representation, frame tokens too
+                second = model.encode_video(frames.flip(1), mask) if objective.two_views else None
             sims = model.level_similarities(text, video)
             loss = retrieval_loss(sims, model.level_weights(), model.logit_scale, text=text, video=video,
                                   second_view=second, objective=objective, progress=0.5).total

@@ -24,6 +24,7 @@ TEXTS = ["a red circle moves left, then a blue square grows", "first a green tri
          "a purple disk shrinks before a yellow rhombus rises", "the blue diamond expands after a red square moves up",
          "a white box goes right", "two circles swap places and then one of them shrinks"]
 BATCH, FRAMES, PROGRESS = 6, 4, 1.0
+BF16_UNIT_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits: round-to-nearest errs by at most 2^-8 relative
 DDP_TIMEOUT_S = 300
 
 
@@ -134,7 +135,11 @@ def test_gradient_checkpointing_gives_the_same_cached_gradients():
 
 def test_bf16_autocast_runs_around_both_encodings_and_the_loss():
     """With one chunk of the whole batch, a cached step under bf16 autocast is bit for bit the plain autocast step
-    (every forward ran under autocast, both encodings alike); smaller chunks differ only by bf16 rounding."""
+    (every forward ran under autocast, both encodings alike); smaller chunks change only the order of bf16 roundings,
+    so the loss and the whole gradient differ from the plain step's by less than one bf16 unit roundoff (2^-8) of their
+    size. (Per tensor there is no such bound: a gradient that is a sum of terms cancelling to almost nothing, such as a
+    layer norm's bias, carries the rounding of its terms, not of its small size. A step that left either encoding in
+    float32 differs from the bf16 step by bf16's whole error, several per cent here.)"""
     params = tiny_params_from(tiny_params_dict())
     torch.manual_seed(0)
     objective = params.variant("hcmi")
@@ -153,7 +158,7 @@ def test_bf16_autocast_runs_around_both_encodings_and_the_loss():
     loss.backward()
     expected = gradients(model)
     assert dtypes["frame"] == torch.bfloat16
-    for chunk_size, rtol in ((BATCH, 0.0), (4, 0.1)):
+    for chunk_size, rtol in ((BATCH, 0.0), (4, BF16_UNIT_ROUNDOFF)):
         model.zero_grad(set_to_none=True)
         dtypes.clear()
         cached_loss, _ = cached_backward(model, batch, chunk_size, loss_fn, forward_context=autocast)
@@ -161,9 +166,12 @@ def test_bf16_autocast_runs_around_both_encodings_and_the_loss():
         torch.testing.assert_close(cached_loss, loss.detach(), rtol=rtol, atol=0)
         got = gradients(model)
         assert set(got) == set(expected)
-        for name, grad in expected.items():
-            assert torch.isfinite(got[name]).all(), name
-            assert (got[name] - grad).norm() <= rtol * grad.norm() + 1e-5, (name, chunk_size)
+        assert all(torch.isfinite(grad).all() for grad in got.values())
+        if rtol == 0:
+            assert_same_gradients(got, expected, rtol=0, atol=0)
+        difference = torch.cat([(got[name] - grad).flatten() for name, grad in expected.items()]).norm()
+        size = torch.cat([grad.flatten() for grad in expected.values()]).norm()
+        assert difference <= rtol * size, (chunk_size, float(difference / size))
 
 
 def test_randomness_inside_encode_is_replayed_for_the_second_encoding():

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, require_slurm_plugin
 from workflow_helpers import BIN, copy_workflow
 
-pytest.importorskip("snakemake_executor_plugin_slurm")
+require_slurm_plugin()
 pytestmark = pytest.mark.slow
 
 PROFILE = ("--profile", "workflow/profiles/slurm")

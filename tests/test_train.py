@@ -146,6 +146,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data,
         train.run(params, run_layout, "synthetic", "hcmi", 0)
     message = str(error.value)
     assert "step 5" in message and "loss_frame_word" in message and "last.pt (step 4)" in message
+    assert "\n" not in message, "the command line prints it as one line"
     state = checkpoints.load(run_layout.train_state("synthetic", "hcmi", 0) / "last.pt")
     assert state["step"] == 4 and not state["finished"]
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -211,21 +212,111 @@ def test_an_old_format_checkpoint_gets_a_clear_message(tmp_path):
         checkpoints.load(path, "trained model")
 
 
-def test_cli_errors_are_one_line_naming_the_file_and_the_step_that_makes_it(tiny_data, tmp_path):
-    params, layout = tiny_data
+def crafted_checkpoint(root, marker):
+    path = root / "checkpoints/synthetic/hcmi/seeds/0/model.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, path)
+
+
+def truncated_annotations(root, marker):
+    (root / "raw").unlink()
+    (root / "raw/synthetic").mkdir(parents=True)
+    (root / "raw/synthetic/annotations.parquet").write_bytes(b"PAR1 truncated")
+
+
+# every bad input the README names: (command, how the data is spoilt, what the one line must say)
+BAD_INPUTS = {
+    "misspelled key": (["--set", "train.lrr=0.1", "check"], None, ["unknown key 'train.lrr'", "did you mean 'lr'"]),
+    "mistyped value": (["--set", "train.lr=fast", "check"], None, ["'train.lr'", "not of type 'number'"]),
+    "missing model": (["evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "7"], None,
+                      ["seeds/7/model.pt: trained model not found", "hcmi train"]),
+    "crafted checkpoint": (["evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"],
+                           crafted_checkpoint, ["seeds/0/model.pt: refusing to load", "can run code"]),
+    "truncated annotations": (["train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"],
+                              truncated_annotations, ["annotations.parquet: not a readable annotation table",
+                                                      "hcmi parse"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_one_line_naming_the_file_or_key_and_the_remedy(tiny_data, tmp_path, case):
+    """What the user sees on a bad input is one line (no traceback, nothing else on stderr), and nothing runs."""
+    _, layout = tiny_data
+    args, spoil, expected = BAD_INPUTS[case]
     root = linked_root(tmp_path, layout)
-    params_file = write_params(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "--params", str(params_file), "--data-root",
-                             str(root), "evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "7"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "seeds/7/model.pt: trained model not found" in result.stderr and "hcmi train" in result.stderr
-    broken = tmp_path / "broken"
-    (broken / "raw/synthetic").mkdir(parents=True)
-    (broken / "frames").symlink_to(layout.root / "frames")
-    (broken / "raw/synthetic/annotations.parquet").write_bytes(b"PAR1 truncated")
-    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "--params", str(params_file), "--data-root",
-                             str(broken), "train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "annotations.parquet: not a readable annotation table" in result.stderr and "hcmi parse" in result.stderr
+    marker = tmp_path / "payload-ran"
+    if spoil:
+        spoil(root, marker)
+    result = subprocess.run([sys.executable, "-m", "hcmi.cli", "--params", str(write_params(tmp_path)),
+                             "--data-root", str(root), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode in (1, 2), result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert all(text in lines[0] for text in expected), lines[0]
+    assert not marker.exists()
+
+
+def first_step_gradients(params, layout, tmp_path, run_env, chunk_from=None):
+    """The gradients of the trainer's first optimizer step (two views, denoising, enhancement, clipping), in float64
+    so that only the order of operations can differ between two ways of computing them. `chunk_from`: another
+    runtime whose device resolves train.gradcache_chunk (a GPU's, for `auto`); the step itself runs on `run_env`."""
+    from dataclasses import replace
+
+    from hcmi.distributed import Distributed
+    from hcmi.paths import Layout
+    from hcmi import trainer
+    from hcmi.steps.train import build_job
+    from hcmi.trainer import _Run
+
+    tmp_path.mkdir()
+    run_layout = Layout(linked_root(tmp_path, layout))
+    job = build_job(params, run_layout, "synthetic", "hcmi", 0, chunk_from or run_env, Distributed())
+    job = replace(job, model=job.model.double(), runtime=run_env)
+    run = _Run(job)
+    calls = []
+    original = trainer.cached_backward
+    trainer.cached_backward = lambda *args, **kwargs: calls.append(args[2]) or original(*args, **kwargs)
+    try:
+        run.optimizer_step(next(run.epoch_steps(0, 0)))
+    finally:
+        trainer.cached_backward = original
+    assert calls == ([job.config.gradcache_chunk] if job.config.gradcache_chunk else []), calls
+    grads = {name: p.grad.detach().clone() for name, p in run.model.named_parameters() if p.grad is not None}
+    return job.config.gradcache_chunk, grads
+
+
+@pytest.mark.parametrize("setting", [4, "auto"])
+def test_gradient_caching_through_the_trainer_gives_the_plain_steps_gradients(tiny_data, tmp_path, setting):
+    """train.gradcache_chunk as the trainer runs it: a chunk size N, and `auto` resolved by the memory plan for a
+    training GPU too small for the whole batch; each gives every gradient of the plain step. On the CPU `auto`
+    means no caching."""
+    from types import SimpleNamespace
+
+    from hcmi.runtime import configure
+
+    _, layout = tiny_data
+    raw = tiny_params_dict()
+    raw["train"].update(batch_size=8, epochs=1, grad_clip=1.0)
+    cpu = configure("cpu", 1, True, "portable")
+    plain_chunk, expected = first_step_gradients(tiny_params_from(raw), layout, tmp_path / "plain", cpu)
+    assert plain_chunk == 0
+    raw["train"]["gradcache_chunk"] = setting
+    chunk_from = None
+    if setting == "auto":
+        auto_on_cpu, _ = first_step_gradients(tiny_params_from(raw), layout, tmp_path / "auto-cpu", cpu)
+        assert auto_on_cpu == 0, "no GPU to plan for: no caching"
+        from hcmi.memory import estimate_memory
+        from hcmi.steps.plan import workload
+
+        estimate = estimate_memory(workload(tiny_params_from(raw), "synthetic", "hcmi"))
+        # a GPU that fits the cached step in chunks of 4 items but neither the plain step nor whole-batch chunks
+        raw["compute"]["gpu_memory_gb"] = (estimate.cached_peak(8, 4, 1) + 2**10) / 2**30
+        assert estimate.cached_peak(8, 8, 1) > estimate.cached_peak(8, 4, 1) + 2**10
+        chunk_from = SimpleNamespace(device=torch.device("cuda"))
+    chunk, got = first_step_gradients(tiny_params_from(raw), layout, tmp_path / "cached", cpu, chunk_from)
+    assert 0 < chunk < 8, chunk
+    if setting != "auto":
+        assert chunk == setting
+    assert set(got) == set(expected) and len(expected) > 0
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-9, atol=1e-12, msg=name)

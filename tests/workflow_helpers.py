@@ -48,8 +48,13 @@ def environment(cwd: Path) -> dict:
     return env
 
 
-def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment(cwd))
+def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """`args` in `cwd` (`env`: variables set or, with None as their value, removed for this command)."""
+    variables = environment(cwd)
+    for name, value in (env or {}).items():
+        variables.pop(name, None) if value is None else variables.__setitem__(name, value)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=variables)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
                              f"{result.stderr[-6000:]}")

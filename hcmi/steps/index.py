@@ -16,6 +16,7 @@ resume per shard, representations are committed block by block). An index refuse
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -122,9 +123,29 @@ def run_folder(params, videos_dir: Path, checkpoint: Path, out: Path) -> dict:
     return record
 
 
+def discard_if_stale(out: Path, checkpoint: Path) -> None:
+    """A trained run's own index that an earlier model of the run built (the run was trained again: a code or
+    parameter change): the workflow's output is rebuilt, not refused. Indexes of folders (`run_folder`) are the
+    user's and stay refused on a mismatch."""
+    digest = sha256sum(checkpoint)
+    stale = (out / INDEX_FILE).exists() and read_index(out)["model"]["checkpoint_sha256"] != digest
+    if not stale and (out / "store").exists():
+        try:
+            VideoStore.open(out / "store", digest)
+        except IndexMismatch:
+            stale = True
+        except IndexMissing:
+            pass
+    if stale:
+        log.info("%s was built by an earlier model of this run: building it again", out)
+        shutil.rmtree(out / "store", ignore_errors=True)
+        (out / INDEX_FILE).unlink(missing_ok=True)
+
+
 def run_split(params, layout, dataset: str, variant: str, seed: int, split: str = "test") -> dict:
     """Index a dataset split with a trained run (its frame cache is encoded as it is)."""
     out = layout.search_index(dataset, variant, seed)
+    discard_if_stale(out, layout.model_file(dataset, variant, seed))
     model, model_info, store, run_env = _open(params, layout.model_file(dataset, variant, seed), out)
     cache = FrameCache(layout.frames(dataset, split))
     new = encode_into(store, model, cache, params.eval.batch_size, run_env.device)
