@@ -134,7 +134,8 @@ STEPS: tuple[Step, ...] = (
          params=("models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model", "backbone",
                  "eval.dsl", "eval.dsl_bank", "report")),
     Step("index_report", "hcmi report --index", "hcmi.steps.report",
-         inputs=(str(_L.metrics("{dataset*}", "{model*}")),),
+         inputs=(str(_L.metrics("{dataset*}", "{model*}")),  # the summaries, and every run's per-query outcomes
+                 str(_L.seed_results("{dataset*}", "{model*}", "{seed*}") / "rankings.parquet")),
          outputs=(str(_L.index_report()), str(_L.index_notebook()), str(_L.results_summary())),
          params=("datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",
                  "backbone")),

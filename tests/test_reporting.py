@@ -1,11 +1,16 @@
-"""Report tables from result files: published figures beside ours on the same protocol, ablation verdicts against
-the seed spread, missing shown as missing; a report rendered from fixture metrics."""
+"""Report tables from result files: published figures beside ours on the same protocol, verdicts from paired
+differences with their bootstrap intervals (checked against hand computations), missing shown as missing; reports
+rendered from fixture metrics."""
 
+import numpy as np
+import pandas as pd
+import pytest
 import yaml
 
 from hcmi.files import write_json
 from hcmi.paths import Layout
-from hcmi.report.tables import DatasetResults, Summary, index_table, results_markdown, verdict
+from hcmi.report import paired
+from hcmi.report.tables import DatasetResults, index_table, results_markdown
 
 from conftest import tiny_params_dict
 
@@ -60,19 +65,52 @@ def test_a_dataset_nobody_published_figures_for_has_no_published_table(tmp_path)
     assert DatasetResults("synthetic", tmp_path / "data", [params_file]).published_table() is None
 
 
-def test_ablation_verdicts_weigh_the_gain_against_the_seed_spread():
-    full = Summary(summary({0: 60.0, 1: 62.0, 2: 64.0}, std=2.0))
-    clearly_worse = Summary(summary({0: 50.0, 1: 51.0, 2: 52.0}, std=1.0))
-    about_equal = Summary(summary({0: 61.0, 1: 62.5, 2: 63.0}, std=1.0))
-    better = Summary(summary({0: 70.0, 1: 71.0, 2: 72.0}, std=1.0))
-    one_seed = Summary(summary({0: 55.0}, std=0.0))
-    assert verdict(full, clearly_worse).startswith("helps: +11.0 > spread 2.0")
-    assert verdict(full, about_equal).startswith("no clear effect")
-    assert verdict(full, better).startswith("hurts")
-    assert "one seed" in verdict(full, one_seed)
+def test_the_paired_difference_and_its_interval_match_a_hand_computation():
+    """One seed, four queries, hits 1,0,1,1 against 0,0,1,0: the difference is 0.5; a bootstrap mean of four draws
+    from {1, 0, 0, 1} is K/4 with K ~ Binomial(4, 1/2), so P(0) = P(1) = 1/16 > 2.5 %: the 95 % interval is [0, 1],
+    and the standard error is sqrt(4 / 4) / 4 = 0.25."""
+    result = paired.paired_difference([[1, 0, 1, 1]], [[0, 0, 1, 0]], draws=40_000)
+    assert result["difference"] == 0.5 and result["low"] == 0.0 and result["high"] == 1.0
+    assert result["se"] == pytest.approx(0.25, rel=0.02)  # Monte Carlo error of 40,000 draws: about 0.4 %
+    assert result["detectable"] == pytest.approx(paired.DETECTABLE_Z * result["se"])
+    assert paired.verdict(result) == "no detectable effect", "an interval that covers 0"
 
 
-def test_results_markdown_names_the_commit_and_the_verdicts(tmp_path):
+def test_the_interval_resamples_seeds_as_well_as_queries():
+    """Two seeds of one query each, differences 1 and 3: a bootstrap draws two seeds, mean 1 (1/4), 2 (1/2) or 3
+    (1/4): the 95 % interval is [1, 3]; a NaN query (no twin) counts in neither model."""
+    result = paired.paired_difference([[1, 5, np.nan], [3, 5, 1]], [[0, 5, 0], [0, 5, np.nan]], draws=20_000)
+    assert result["queries"] == 2 and result["per_seed"] == [0.5, 1.5]
+    result = paired.paired_difference([[1], [3]], [[0], [0]], draws=20_000)
+    assert result["difference"] == 2.0 and (result["low"], result["high"]) == (1.0, 3.0)
+    assert paired.verdict(result) == "helps"
+
+
+def test_a_clear_gain_helps_a_clear_loss_hurts_and_noise_has_no_detectable_effect():
+    rng = np.random.default_rng(1)
+    base = (rng.random((3, 200)) < 0.4) * 100.0
+    gain = np.maximum(base, (rng.random((3, 200)) < 0.3) * 100.0)  # every hit kept, about 18 points more
+    gain_result = paired.paired_difference(gain, base)
+    assert paired.verdict(gain_result) == "helps" and gain_result["low"] > 0
+    assert paired.verdict(paired.paired_difference(base, gain)) == "hurts"
+    noise = paired.paired_difference(base, base[:, rng.permutation(200)])  # the same hit rate, other queries
+    assert noise["low"] < 0 < noise["high"] and paired.verdict(noise) == "no detectable effect"
+    assert paired.paired_difference(gain, base) == gain_result, "the same results give the same interval"
+
+
+def write_rankings(layout, model, seed, hits, twins=None):
+    rows = len(hits)
+    table = pd.DataFrame({"caption_id": [f"q{i}" for i in range(rows)], "text": "", "video_id": "",
+                          "rank": [1 if hit else 2 for hit in hits],
+                          "twin_outcome": twins if twins is not None else [np.nan] * rows,
+                          "twin_kind": ["order" if i % 2 else "binding" for i in range(rows)],
+                          "top_videos": [[] for _ in range(rows)], "top_scores": [[] for _ in range(rows)]})
+    path = layout.rankings("synthetic", model, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path)
+
+
+def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
     raw = tiny_params_dict()
     raw.update(seeds=[0, 1], ablations=["hcmi-no-enhance"], ablation_seeds=[0, 1])
     params_file = tmp_path / "params.yaml"
@@ -84,10 +122,23 @@ def test_results_markdown_names_the_commit_and_the_verdicts(tmp_path):
         for result in content["per_seed"].values():
             result["model_provenance"] = {"code": {"git_commit": "abcdef1234567", "git_dirty": False}}
         write_json(layout.metrics("synthetic", model), content)
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        hcmi = rng.random(100) < 0.6
+        write_rankings(layout, "hcmi", seed, hcmi, twins=np.where(rng.random(100) < 0.9, 100.0, 0.0))
+        write_rankings(layout, "baseline", seed, hcmi & (rng.random(100) < 0.5),
+                       twins=np.where(rng.random(100) < 0.5, 100.0, 0.0))
+        write_rankings(layout, "hcmi-no-enhance", seed, hcmi[rng.permutation(100)])
     text = results_markdown(layout.root, [params_file])
     assert "from commit(s) abcdef1234" in text
     assert "| hcmi | 2 | 60.5 ± 0.5 |" in text
-    assert "| synthetic | hcmi-no-enhance | 60.5 ± 0.5 | 60.5 ± 0.5 | no clear effect" in text
+    lines = {tuple(cell.strip() for cell in line.split("|")[2:4]): line for line in text.splitlines()
+             if line.startswith("| synthetic |")}
+    assert "| helps |" in lines[("hcmi vs baseline", "t2v R@1")]
+    assert "| helps |" in lines[("hcmi vs baseline", "hard pairs: order")]
+    assert "| no detectable effect |" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")]
+    assert ("hcmi vs hcmi-no-enhance (the removed component)", "hard pairs: order") not in lines, \
+        "an outcome the ablation's results lack is not compared"
 
 
 def test_a_report_renders_from_fixture_metrics_with_the_dsl_pairing(tmp_path):

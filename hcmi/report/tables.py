@@ -12,6 +12,7 @@ import pandas as pd
 from hcmi.config import load
 from hcmi.files import read_json
 from hcmi.paths import Layout
+from hcmi.report import paired
 from hcmi.report.published import DSL, ZERO_SHOT, has_figures, published
 
 RECALL_COLUMNS = ["R1", "R5", "R10", "MdR", "MnR"]
@@ -55,22 +56,6 @@ class Summary:
 
     def text(self, key: str) -> str:
         return fmt(self.mean(key), self.std(key), len(self.seeds))
-
-
-def verdict(full: Summary, ablated: Summary, key: str = "t2v.R1") -> str:
-    """Does the component that the ablation removes help? Its gain (full minus ablated, means over seeds) against the
-    seed spread (the larger of the two standard deviations over seeds)."""
-    if full.mean(key) is None or ablated.mean(key) is None:
-        return "missing"
-    gain = full.mean(key) - ablated.mean(key)
-    if len(full.seeds) < 2 or len(ablated.seeds) < 2:
-        return f"{gain:+.1f}: one seed, no spread to judge against"
-    spread = max(full.std(key), ablated.std(key))
-    if gain > spread:
-        return f"helps: {gain:+.1f} > spread {spread:.1f}"
-    if gain < -spread:
-        return f"hurts: {gain:+.1f}, beyond spread {spread:.1f}"
-    return f"no clear effect: {gain:+.1f} within spread {spread:.1f}"
 
 
 class DatasetResults:
@@ -122,12 +107,18 @@ class DatasetResults:
             rows.append(row)
         return pd.DataFrame(rows).set_index("model") if rows else None
 
+    def comparisons(self) -> pd.DataFrame:
+        """The paired comparisons of this dataset (the full method against each other model and each ablation)."""
+        return paired_comparisons(self.params, self.layout, [self.dataset])
+
     def ablation_table(self) -> pd.DataFrame | None:
-        """The full method and each ablation over their seeds: R@1 (plain and DSL), hard-distractor accuracy, R@1 per
-        level, and a verdict on the removed component: its gain against the seed spread."""
+        """The full method and each ablation over their seeds: R@1 (plain and DSL), hard-distractor accuracy, and the
+        verdict on the removed component from the paired comparison of t2v R@1 (difference and 95 % interval)."""
         if not self.ablations:
             return None
-        full = self.summaries.get(REFERENCE_MODEL)
+        comparisons = self.comparisons()
+        judged = {r["second"]: f"{paired.verdict(r)}: {paired.describe(r)}"
+                  for r in comparisons.to_dict("records") if r["measure"] == "t2v R@1"} if len(comparisons) else {}
         rows = []
         for model in ([REFERENCE_MODEL] if REFERENCE_MODEL in self.models else []) + self.ablations:
             summary = self.summaries.get(model)
@@ -140,7 +131,7 @@ class DatasetResults:
                 if summary.mean(f"hard_distractors.{kind}") is not None:
                     row[f"hard pairs: {kind}"] = summary.text(f"hard_distractors.{kind}")
             if model != REFERENCE_MODEL:
-                row["verdict on the removed component (t2v R@1)"] = verdict(full, summary) if full else "missing"
+                row["removed component: t2v R@1 difference [95% interval]"] = judged.get(model, "missing")
             rows.append(row)
         return pd.DataFrame(rows).set_index("model").fillna("—")
 
@@ -352,22 +343,114 @@ def index_table(data_root: str | Path = "data", params_files=None, declared=None
     return pd.DataFrame(rows)
 
 
-def ablation_rows(data_root: str | Path, params_files=None, declared=None) -> pd.DataFrame:
-    """Per dataset: the full method and each ablation, t2v R@1 mean ± std over seeds, and the verdict."""
+# the per-query outcomes a paired comparison looks at: (name, column of query_outcomes)
+MEASURES = (("t2v R@1", "R1"), ("hard pairs: order", "order"), ("hard pairs: binding", "binding"))
+
+
+def query_outcomes(layout: Layout, dataset: str, model: str, seed: int) -> pd.DataFrame | None:
+    """Per test query (by caption id) of one run: 100 for its video at rank 1 (else 0), and the hard-distractor
+    outcome (100 / 50 / 0) of order and binding twins (NaN where the query has no twin of that kind)."""
+    path = layout.rankings(dataset, model, seed)
+    if not path.exists():
+        return None
+    table = pd.read_parquet(path)
+    out = pd.DataFrame({"R1": 100.0 * (table["rank"].to_numpy() == 1)}, index=table["caption_id"].to_numpy())
+    if "twin_outcome" in table:
+        for kind in ("order", "binding"):
+            out[kind] = table["twin_outcome"].where(table["twin_kind"] == kind).to_numpy(dtype=float)
+    return out
+
+
+def _paired_runs(params, first: str, second: str) -> list[tuple[int, int]]:
+    """(seed of first, seed of second) pairs: the same seed where both were trained with it; a variant evaluated
+    without training (one snapshot, seed 0) pairs with every seed of the other."""
+    mine, theirs = params.seeds_for(first), params.seeds_for(second)
+    if second in params.get("zero_shot"):
+        return [(seed, theirs[0]) for seed in mine]
+    return [(seed, seed) for seed in mine if seed in theirs]
+
+
+def comparison_pairs(params) -> list[tuple[str, str, str]]:
+    """(first, second, what the difference measures): the full method against each other compared model and each
+    variant evaluated without training, and against each ablation (the gain of the component it removes)."""
+    if REFERENCE_MODEL not in params.get("models"):
+        return []
+    pairs = [(REFERENCE_MODEL, m, f"{REFERENCE_MODEL} vs {m}") for m in params.get("models") + params.get("zero_shot")
+             if m != REFERENCE_MODEL]
+    pairs += [(REFERENCE_MODEL, m, f"{REFERENCE_MODEL} vs {m} (the removed component)") for m in params.get("ablations")]
+    return pairs
+
+
+def comparison_rows(data_root: str | Path, params_files=None, declared=None) -> pd.DataFrame:
+    """Every paired comparison (hcmi/report/paired.py) on every dataset and measure: the difference first - second over
+    the same seeds and test queries, its 95 % interval, the smallest effect these seeds and queries can detect, and
+    the verdict."""
     params = _params(params_files, declared, "index_report")
-    layout = Layout(Path(data_root))
+    return paired_comparisons(params, Layout(Path(data_root)), params.get("datasets"))
+
+
+def paired_comparisons(params, layout: Layout, datasets: list[str]) -> pd.DataFrame:
     rows = []
-    for dataset in params.get("datasets"):
-        summaries = {m: Summary(read_json(layout.metrics(dataset, m))) for m in params.all_models
-                     if layout.metrics(dataset, m).exists()}
-        full = summaries.get(REFERENCE_MODEL)
-        for model in params.get("ablations"):
-            ablated = summaries.get(model)
-            rows.append({"dataset": dataset, "ablation": model,
-                         "t2v R@1": ablated.text("t2v.R1") if ablated else "missing",
-                         "full method": full.text("t2v.R1") if full else "missing",
-                         "verdict": verdict(full, ablated) if full and ablated else "missing"})
+    for dataset in datasets:
+        for first, second, label in comparison_pairs(params):
+            runs = [(query_outcomes(layout, dataset, first, a), query_outcomes(layout, dataset, second, b))
+                    for a, b in _paired_runs(params, first, second)]
+            runs = [(x, y) for x, y in runs if x is not None and y is not None]
+            if not runs:
+                continue
+            queries = runs[0][0].index
+            for name, column in MEASURES:
+                if not all(column in x and column in y for x, y in runs):
+                    continue
+                a = np.stack([x.loc[queries, column].to_numpy() for x, _ in runs])
+                b = np.stack([y.loc[queries, column].to_numpy() for _, y in runs])
+                if not (np.isfinite(a) & np.isfinite(b)).all(axis=0).any():
+                    continue  # no query with this outcome in both (results written before it was recorded)
+                result = paired.paired_difference(a, b)
+                rows.append({"dataset": dataset, "comparison": label, "first": first, "second": second,
+                             "measure": name, "seeds": result["seeds"], "queries": result["queries"],
+                             "difference": result["difference"], "low": result["low"], "high": result["high"],
+                             "detectable": result["detectable"], "verdict": paired.verdict(result),
+                             "per seed": ", ".join(f"{d:+.1f}" for d in result["per_seed"])})
     return pd.DataFrame(rows)
+
+
+def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons for display: difference [95 % interval], verdict, smallest detectable effect."""
+    if not len(rows):
+        return rows
+    return pd.DataFrame({
+        "dataset": rows["dataset"], "comparison": rows["comparison"], "measure": rows["measure"],
+        "difference [95% interval]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                                      for d, lo, hi in zip(rows["difference"], rows["low"], rows["high"])],
+        "verdict": rows["verdict"], "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
+        "seeds x queries": [f"{s} x {q}" for s, q in zip(rows["seeds"], rows["queries"])],
+        "per seed": rows["per seed"]}).set_index(["dataset", "comparison", "measure"])
+
+
+def comparison_figure(rows: pd.DataFrame):
+    """Each comparison as a point with its 95 % interval against zero: what helps, at one glance."""
+    if not len(rows):
+        return None
+    import matplotlib.pyplot as plt
+
+    measures = list(dict.fromkeys(rows["measure"]))
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 0.9 + 0.42 * len(rows) / len(measures)),
+                             sharey=True, squeeze=False)
+    labels = list(dict.fromkeys(f"{d}: {c}" for d, c in zip(rows["dataset"], rows["comparison"])))
+    colours = {"helps": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
+    for ax, measure in zip(axes[0], measures):
+        for row in rows[rows["measure"] == measure].to_dict("records"):
+            y = labels.index(f"{row['dataset']}: {row['comparison']}")
+            ax.errorbar(row["difference"], y, xerr=[[row["difference"] - row["low"]], [row["high"] - row["difference"]]],
+                        fmt="o", color=colours[row["verdict"]], capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(measure)
+        ax.set_xlabel("difference, points (95% interval)")
+    axes[0][0].set_yticks(range(len(labels)), labels)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig
 
 
 def results_markdown(data_root: str | Path, params_files=None, declared=None) -> str:
@@ -391,13 +474,17 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
             cells = [summary.text(key) if summary.mean(key) is not None else "—" for _, key in columns]
             lines.append(f"| {model} | {len(summary.seeds)} | " + " | ".join(cells) + " |")
         lines.append("")
-    ablations = ablation_rows(data_root, params_files, declared)
-    if len(ablations):
-        lines += ["### Ablations: does each component help?", "",
-                  "| dataset | ablation | t2v R@1 | full method | verdict (gain vs the larger seed std) |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['dataset']} | {r['ablation']} | {r['t2v R@1']} | {r['full method']} | {r['verdict']} |"
-                  for r in ablations.to_dict("records")]
+    comparisons = comparison_rows(data_root, params_files, declared)
+    if len(comparisons):
+        lines += ["### Paired comparisons: what helps?", "",
+                  "The full method minus each other model, on the same test queries and seeds; 95 % interval from a "
+                  "paired bootstrap over seeds and queries; the verdict follows from the interval; *detectable*: the "
+                  "smallest effect these seeds and queries can detect.", "",
+                  "| dataset | comparison | measure | difference [95% interval] | verdict | detectable | per seed |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['comparison']} | {r['measure']} | {r['difference']:+.1f} "
+                  f"[{r['low']:+.1f}, {r['high']:+.1f}] | {r['verdict']} | ±{r['detectable']:.1f} | {r['per seed']} |"
+                  for r in comparisons.to_dict("records")]
         lines.append("")
     origin = ", ".join(sorted(commits)) or "not recorded"
     return "\n".join([f"Produced by the pipeline from commit(s) {origin}.", ""] + lines)

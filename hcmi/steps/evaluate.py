@@ -39,16 +39,31 @@ def load_model(path, device, remedy: str = ""):
     return model.to(device).eval(), checkpoint
 
 
+def twin_outcomes(split: RetrievalSplit, final: np.ndarray) -> np.ndarray:
+    """Per query: 100 when its video outscores its hard-distractor twin, 50 on a tie, 0 otherwise; NaN for a query
+    without a twin (the per-query form of the hard-distractor accuracy, for paired comparisons of two models)."""
+    twin = np.asarray(split.text_twin, dtype=np.int64)
+    rows = np.arange(len(twin))
+    own = final[rows, np.asarray(split.text_video, dtype=np.int64)]
+    other = final[rows, np.where(twin >= 0, twin, 0)]
+    return np.where(twin >= 0, 100.0 * ((own > other) + 0.5 * (own == other)), np.nan)
+
+
 def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.DataFrame:
+    """Per text query: its video's rank, the hard-distractor outcome and kind (where the split has twins), and the
+    top-k videos with their scores."""
     k = min(top_k, final.shape[1])
     top = np.argsort(-final, axis=1, kind="stable")[:, :k]
     ranks = metrics.text_to_video_ranks(final, split.text_video)
     ids = np.asarray(split.video_ids)
+    kinds = split.captions["twin_kind"] if "twin_kind" in split.captions else [None] * len(ranks)
     return pd.DataFrame({
         "caption_id": split.captions["caption_id"],
         "text": split.captions["text"],
         "video_id": split.captions["video_id"],
         "rank": ranks,
+        "twin_outcome": twin_outcomes(split, final),
+        "twin_kind": [kind if isinstance(kind, str) else None for kind in kinds],
         "top_videos": [list(ids[row]) for row in top],
         "top_scores": [list(map(float, final[i, row])) for i, row in enumerate(top)],
     })
