@@ -77,12 +77,16 @@ def test_the_paired_difference_and_its_interval_match_a_hand_computation():
 
 
 def test_the_interval_resamples_seeds_as_well_as_queries():
-    """Two seeds of one query each, differences 1 and 3: a bootstrap draws two seeds, mean 1 (1/4), 2 (1/2) or 3
-    (1/4): the 95 % interval is [1, 3]; a NaN query (no twin) counts in neither model."""
+    """Two seeds of one query each, differences 1 and 3 around their mean 2, widened by sqrt(2 / 1) to 2 -/+ sqrt(2):
+    a bootstrap draws two seeds, mean 2 - sqrt(2) (1/4), 2 (1/2) or 2 + sqrt(2) (1/4), so the 95 % interval is
+    [2 - sqrt(2), 2 + sqrt(2)] and the standard error sqrt(2) / sqrt(2) = 1 (the seeds' own standard error); a NaN
+    query (no twin) counts in neither model."""
     result = paired.paired_difference([[1, 5, np.nan], [3, 5, 1]], [[0, 5, 0], [0, 5, np.nan]], draws=20_000)
     assert result["queries"] == 2 and result["per_seed"] == [0.5, 1.5]
     result = paired.paired_difference([[1], [3]], [[0], [0]], draws=20_000)
-    assert result["difference"] == 2.0 and (result["low"], result["high"]) == (1.0, 3.0)
+    assert result["difference"] == 2.0
+    assert result["low"] == pytest.approx(2 - 2**0.5) and result["high"] == pytest.approx(2 + 2**0.5)
+    assert result["se"] == pytest.approx(1.0, rel=0.02)
     assert paired.verdict(result) == "helps"
 
 

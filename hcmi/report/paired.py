@@ -4,7 +4,9 @@ interval and the verdict it allows; numpy only.
 Two variants trained with the same seed start from the same weights and see the same batches, and both are scored on
 the same queries, so their results are paired: the difference of per-query outcomes (1 for a hit at rank 1, say)
 varies far less than either model's result. The interval resamples what a rerun would change: the seeds (drawn with
-replacement) and, within each drawn seed, the queries (drawn with replacement), the same draws for both models. Its
+replacement, their deviations widened by sqrt(n / (n - 1)), since a bootstrap over n values spreads their mean by only
+(n - 1) / n of its variance) and, within each drawn seed, the queries (drawn with replacement), the same draws for
+both models. Its
 95 % percentile bounds give the verdict: the first model's component *helps* when the whole interval lies above 0,
 *hurts* when it lies below, and otherwise there is *no detectable effect*. The smallest effect the seeds and queries
 can detect (at a 5 % two-sided level, with 80 % power) is (1.96 + 0.84) bootstrap standard errors.
@@ -34,13 +36,17 @@ def paired_difference(first, second, draws: int = DRAWS, level: float = LEVEL, s
     seeds, queries = diff.shape
     if seeds == 0 or queries == 0:
         raise ValueError("no paired query to compare")
+    # a bootstrap over n seeds spreads their means by (n - 1) / n of their variance: widen each seed's deviation from
+    # the grand mean by sqrt(n / (n - 1)) so that the seed part of the interval has the unbiased variance
+    widened = diff + (np.sqrt(seeds / (seeds - 1)) - 1.0) * (diff.mean(axis=1, keepdims=True) - diff.mean()) \
+        if seeds > 1 else diff
     rng = np.random.default_rng(seed)
     means = np.empty(draws)
     for start in range(0, draws, CHUNK):
         n = min(CHUNK, draws - start)
         drawn_seeds = rng.integers(0, seeds, size=(n, seeds)) if seeds > 1 else np.zeros((n, 1), dtype=np.int64)
         drawn_queries = rng.integers(0, queries, size=(n, seeds, queries))
-        means[start:start + n] = diff[drawn_seeds[:, :, None], drawn_queries].mean(axis=(1, 2))
+        means[start:start + n] = widened[drawn_seeds[:, :, None], drawn_queries].mean(axis=(1, 2))
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     se = float(means.std(ddof=1))
