@@ -110,6 +110,8 @@ PY
         mkdir -p "$root/raw/synthetic" && ln -s "$data/frames" "$root/frames"
         ln -s "$data/raw/synthetic/annotations.parquet" "$root/raw/synthetic/annotations.parquet"
         local hcmi=("$PY" -m hcmi.cli "${params[@]}" --set "compute.device=$device" --data-root "$root")
+        # the backbone's weights first (the default pretrains it on still images: backbone.pretrained)
+        step "weights ($device)" 300 "${hcmi[@]}" weights
         step "train hcmi ($device)" 300 "${hcmi[@]}" train --dataset synthetic --model hcmi --seed 0
         step "evaluate hcmi ($device)" 120 "${hcmi[@]}" evaluate --dataset synthetic --model hcmi --seed 0
         cp "$root/checkpoints/synthetic/hcmi/seeds/0/train_log.csv" \

@@ -49,7 +49,7 @@ from hcmi.losses import retrieval_loss  # noqa: E402
 from hcmi.memory import Workload, estimate_memory  # noqa: E402
 from hcmi.model import build_model, create_backbone  # noqa: E402
 from hcmi.model.backbone import tokenizer  # noqa: E402
-from hcmi.trainer import make_optimizer, param_groups  # noqa: E402
+from hcmi.optim import make_optimizer, param_groups  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTION = "a man is playing a guitar on a stage while people dance and a woman sings into a microphone"

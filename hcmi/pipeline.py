@@ -79,7 +79,8 @@ STEPS: tuple[Step, ...] = (
          params=(f"data.{D}.source",), threads="compute.sample_threads", local=True),
     Step("weights", "hcmi weights", "hcmi.steps.weights",
          outputs=(str(_L.weights_manifest()),), state_outputs=(str(_L.weights_store()),),
-         params=("backbone", "variants", "models", "ablations", "zero_shot"), watches="backbones_in_use",
+         params=("backbone", "variants", "models", "ablations", "zero_shot", "pretrain", "compute.train_threads",
+                 "compute.numerics", "compute.device", "compute.deterministic"), watches="backbones_in_use",
          local=True),
     Step("parse", f"hcmi parse --dataset {D}", "hcmi.steps.parse",
          inputs=(str(_L.manifest(D)),), outputs=(str(_L.annotations(D)),)),
@@ -134,7 +135,8 @@ STEPS: tuple[Step, ...] = (
          params=("models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model", "backbone",
                  "eval.dsl", "eval.dsl_bank", "report")),
     Step("index_report", "hcmi report --index", "hcmi.steps.report",
-         inputs=(str(_L.metrics("{dataset*}", "{model*}")),  # the summaries, and every run's per-query outcomes
+         inputs=(str(_L.metrics("{dataset*}", "{model*}")),  # the summaries, the training curves (latent
+                 str(_L.curves("{dataset*}", "{model*}")),  # positives) and every run's per-query outcomes
                  str(_L.seed_results("{dataset*}", "{model*}", "{seed*}") / "rankings.parquet")),
          outputs=(str(_L.index_report()), str(_L.index_notebook()), str(_L.results_summary())),
          params=("datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",

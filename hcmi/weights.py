@@ -1,7 +1,8 @@
 """Obtaining and checking backbone weights (the model package itself reads no files).
 
 `backbone.pretrained` is None (random initialisation: training from scratch), an open_clip pretrained tag such as
-"openai", or the path of a local weights file. A tag is fetched once, where there is network, by `hcmi weights`, and
+"openai", the tag "synthetic-stills" (the embedded benchmark's pretraining on still images: `hcmi weights` makes it,
+hcmi/pretrain.py), or the path of a local weights file. A tag is fetched (or pretrained) once by `hcmi weights`, and
 saved as a plain state dict under data/weights/files/; training then loads only local files, and
 data/weights/backbone.json records each file's sha256. Every file is loaded with `weights_only=True`: a weights file
 that would need arbitrary unpickling is refused, since weights travel through shared DVC remotes.
@@ -9,6 +10,7 @@ that would need arbitrary unpickling is refused, since weights travel through sh
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
@@ -16,13 +18,15 @@ from pathlib import Path
 import torch
 
 from hcmi.errors import HcmiError
-from hcmi.files import atomic_path, sha256sum
+from hcmi.files import sha256sum, write_bytes
 from hcmi.model.backbone import model_config, open_clip_module, quiet_open_clip
 
 log = logging.getLogger(__name__)
 
 # open_clip tags are plain names ("openai", "laion2b_s34b_b79k"); anything else is a file path
 PRETRAINED_TAG = re.compile(r"[A-Za-z0-9_-]+")
+# the embedded benchmark's own pretraining (params `pretrain`), named like an open_clip tag
+STILLS_TAG = "synthetic-stills"
 
 
 class WeightsError(HcmiError, RuntimeError):
@@ -54,6 +58,14 @@ def _warn_on_activation_mismatch(name: str, tag: str) -> None:
         log.warning("backbone %s: the '%s' weights were trained with GELU but this config uses QuickGELU", name, tag)
 
 
+def save_state_dict(path: Path, state_dict: dict) -> None:
+    """Write a state dict atomically, the same weights as the same bytes (torch.save names its archive after the file
+    it writes to: saving through memory keeps the temporary file's name out of it, so sha256 identifies weights)."""
+    buffer = io.BytesIO()
+    torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def fetch_pretrained(name: str, tag: str, weights_dir: Path) -> Path:
     """Fetch open_clip model `name` with pretrained tag `tag` (network or open_clip's hub cache) once and save its
     weights as a plain local state dict; returns the path. Run where there is network, before training."""
@@ -69,8 +81,7 @@ def fetch_pretrained(name: str, tag: str, weights_dir: Path) -> Path:
         raise WeightsError(f"could not fetch pretrained weights '{tag}' for {name} through open_clip: {exc}\n"
                            f"This step needs network access (or open_clip's hub cache); known tags for {name}: "
                            f"{known}") from exc
-    with atomic_path(path) as tmp:
-        torch.save(clip.state_dict(), tmp)
+    save_state_dict(path, clip.state_dict())
     log.info("saved %s weights '%s' to %s", name, tag, path)
     return path
 
@@ -81,6 +92,10 @@ def local_weights(name: str, pretrained: str | None, weights_dir: Path) -> Path 
         return None
     if is_weights_tag(pretrained):
         path = weights_file(name, pretrained, weights_dir)
+        if not path.exists() and pretrained == STILLS_TAG:
+            raise WeightsError(f"backbone {name} with pretrained '{STILLS_TAG}': no local weights file {path}.\nRun "
+                               f"`hcmi weights` (the workflow's `weights` step), which pretrains it on the embedded "
+                               f"benchmark's still images (params `pretrain`).")
         if not path.exists():
             raise WeightsError(
                 f"backbone {name} with pretrained '{pretrained}': no local weights file {path}.\nRun `hcmi weights` "
@@ -114,10 +129,12 @@ def obtain(name: str, pretrained: str | None, weights_dir: Path) -> dict:
     data/weights/backbone.json, on which training depends in both workflows."""
     if not pretrained:
         return {"backbone": name, "pretrained": None, "kind": "random initialisation", "file": None, "sha256": None}
-    if is_weights_tag(pretrained) and not weights_file(name, pretrained, weights_dir).exists():
+    if (is_weights_tag(pretrained) and pretrained != STILLS_TAG
+            and not weights_file(name, pretrained, weights_dir).exists()):
         fetch_pretrained(name, pretrained, weights_dir)
     path = local_weights(name, pretrained, weights_dir)
-    kind = "open_clip pretrained tag" if is_weights_tag(pretrained) else "local weights file"
+    kind = ("pretrained on the embedded benchmark's still images" if pretrained == STILLS_TAG
+            else "open_clip pretrained tag" if is_weights_tag(pretrained) else "local weights file")
     return {"backbone": name, "pretrained": pretrained, "kind": kind, "file": str(path), "sha256": sha256sum(path)}
 
 

@@ -65,7 +65,7 @@ def tiny_data(tmp_path_factory):
     """The tiny synthetic benchmark, generated, parsed and sampled once per session by the steps' own functions
     (read-only for tests)."""
     from hcmi.paths import Layout
-    from hcmi.steps import download, parse, sample
+    from hcmi.steps import download, parse, sample, weights
 
     params = tiny_params_from(tiny_params_dict())
     layout = Layout(tmp_path_factory.mktemp("tiny") / "data")
@@ -73,15 +73,24 @@ def tiny_data(tmp_path_factory):
     parse.run(params, layout, "synthetic")
     for split in ("train", "val", "test"):
         sample.run(params, layout, "synthetic", split)
+    weights.run(params, layout)  # the backbone pretrained on still images (backbone.pretrained: synthetic-stills)
     return params, layout
 
 
 def linked_root(tmp_path: Path, layout, name: str = "data") -> Path:
-    """A fresh data root whose raw data, frame caches and weights record are the session's tiny benchmark."""
+    """A fresh data root whose raw data, frame caches and weights are the session's tiny benchmark (the weights
+    files linked, the weights record copied: a test that runs `hcmi weights` again changes only its own root)."""
+    import shutil
+
     root = tmp_path / name
     root.mkdir()
     for sub in ("raw", "frames"):
         (root / sub).symlink_to(layout.root / sub)
+    files = root / "weights" / "files"
+    files.mkdir(parents=True)
+    for path in layout.weights_store().iterdir():
+        (files / path.name).symlink_to(path)
+    shutil.copy2(layout.weights_manifest(), root / "weights" / "backbone.json")
     return root
 
 

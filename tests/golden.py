@@ -9,8 +9,8 @@ in the same commit as that change and with the reason in its message (docs/repro
 numbers differ from the pinned ones fails tests/test_golden.py instead of writing another results table.
 
 Fingerprinted: the synthetic benchmark (its manifest: every video's sha256), the frame cache of each split (the
-shard bytes and the index's rows), the trained weights of HCMI and the baseline (every tensor's name, dtype, shape and
-bytes) and every metric of their evaluation, exactly.
+shard bytes and the index's rows), the backbone pretrained on still images (`hcmi weights`), the trained weights of
+HCMI and the baseline (every tensor's name, dtype, shape and bytes) and every metric of their evaluation, exactly.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ def cache_fingerprint(root: Path, split: str) -> str:
     return digest.hexdigest()
 
 
-def weights_fingerprint(path: Path) -> str:
+def weights_fingerprint(path: Path, key: str | None = "state_dict") -> str:
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state[key] if key else state
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].contiguous()
@@ -115,6 +116,7 @@ def fingerprints(root: Path, models: tuple[str, ...] = MODELS) -> dict:
     return {
         "benchmark": benchmark_fingerprint(root),
         "frame_cache": {split: cache_fingerprint(root, split) for split in SPLITS},
+        "pretrained": weights_fingerprint(root / "weights" / "files" / "hcmi-tiny__synthetic-stills.pt", key=None),
         "weights": {m: weights_fingerprint(root / "checkpoints" / "synthetic" / m / "seeds" / str(SEED) / "model.pt")
                     for m in models},
         "metrics": {m: metric_values(root / "results" / "synthetic" / m / "seeds" / str(SEED) / "metrics.json")

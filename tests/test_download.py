@@ -337,7 +337,8 @@ def test_random_initialisation_and_local_files_are_recorded_without_fetching(tmp
 
     from hcmi.cli import main
 
-    assert main(["--params", str(REPO / "params.yaml"), "--data-root", str(tmp_path), "weights"]) == 0
+    assert main(["--params", str(REPO / "params.yaml"), "--set", "backbone.pretrained=null", "--data-root",
+                 str(tmp_path), "weights"]) == 0
     [record] = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
     assert record["kind"] == "random initialisation" and record["file"] is None and fake_hub == []
     local = tmp_path / "mine.pt"
@@ -352,8 +353,8 @@ def test_a_variant_on_its_own_backbone_gets_its_weights_too(tmp_path, fake_hub):
 
     from hcmi.cli import main
 
-    assert main(["--params", str(REPO / "params.yaml"), "--set", "variants.hcmi.backbone={pretrained: fixture}",
-                 "--data-root", str(tmp_path), "weights"]) == 0
+    assert main(["--params", str(REPO / "params.yaml"), "--set", "backbone.pretrained=null",
+                 "--set", "variants.hcmi.backbone={pretrained: fixture}", "--data-root", str(tmp_path), "weights"]) == 0
     records = json.loads((tmp_path / "weights/backbone.json").read_text())["backbones"]
     assert [r["kind"] for r in records] == ["random initialisation", "open_clip pretrained tag"]
     assert fake_hub == ["fixture"]

@@ -30,7 +30,7 @@ def expected():
     return json.loads(golden.GOLDEN.read_text())
 
 
-@pytest.mark.parametrize("part", ["benchmark", "frame_cache", "weights", "metrics"])
+@pytest.mark.parametrize("part", ["benchmark", "frame_cache", "pretrained", "weights", "metrics"])
 def test_the_tiny_pipeline_reproduces_its_golden_fingerprints_on_another_machine(foreign_run, expected, part):
     found = foreign_run[2]
     diff = golden.differences(expected[part], found[part], part)

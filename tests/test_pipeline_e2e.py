@@ -187,7 +187,7 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation_and_reports(sna
     (workdir / "top7.yaml").write_text("eval: {top_k: 7}\n")
     rules = planned_rules(workdir, "all", *TINY, "top7.yaml")
     assert set(rules) == EVALUATION_AND_REPORTS, rules
-    assert rules.count("evaluate") == 3  # every trained run is re-evaluated, none is re-trained
+    assert rules.count("evaluate") == 4  # every trained run and the zero-shot one is re-evaluated, none re-trained
 
 
 def test_changing_a_training_parameter_reruns_training_and_what_follows_in_both_tools(snakemake_run, dvc_origin):
@@ -247,12 +247,17 @@ def test_one_seed_gives_one_number_through_dvc_snakemake_and_by_hand(snakemake_r
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict()))
     shell = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    # the pretraining too: the run by hand makes its own backbone weights, which must be the workflows' bytes
+    run(["hcmi", "--params", str(params_file), "--data-root", str(by_hand / "data"), "weights"], tmp_path, env=shell)
     for step in ("train", "evaluate"):
         run(["hcmi", "--params", str(params_file), "--data-root", str(by_hand / "data"), step, "--dataset",
              "synthetic", "--model", "hcmi", "--seed", "0"], tmp_path, env=shell)
     hand = checkpoints.load(by_hand / "data/checkpoints/synthetic/hcmi/seeds/0/model.pt")
     hand_metrics = json.loads((by_hand / "data/results/synthetic/hcmi/seeds/0/metrics.json").read_text())
     assert hand_metrics["provenance"]["runtime"]["threads"] == tiny_params_dict()["compute"]["train_threads"]
+    pretrained = "data/weights/files/hcmi-tiny__synthetic-stills.pt"
+    assert (by_hand / pretrained).read_bytes() == (snakemake_run / pretrained).read_bytes() == \
+        (origin / pretrained).read_bytes(), "the pretrained backbone: the same bytes however it is launched"
     for model in MODELS:
         a, b = model_of(snakemake_run, model), model_of(origin, model)
         assert set(a["state_dict"]) == set(b["state_dict"])
@@ -272,18 +277,26 @@ def test_one_seed_gives_one_number_through_dvc_snakemake_and_by_hand(snakemake_r
                 assert hand_metrics[key] == ours[key], key
 
 
-def test_a_zero_shot_variant_runs_end_to_end_without_training(snakemake_run):
+def test_the_zero_shot_row_is_the_pretrained_backbone_never_trained(snakemake_run):
+    """The default run's zero-shot row: the backbone pretrained on still images, mean-pooled, evaluated as it is, in
+    every report; dropping it re-runs no training and no other model's evaluation."""
+    from hcmi.weights import STILLS_TAG, read_state_dict
+
     workdir = snakemake_run
-    (workdir / "zero_shot.yaml").write_text("zero_shot: [zero-shot]\n")
-    rules = planned_rules(workdir, "all", *TINY, "zero_shot.yaml")
-    # the new variant's backbone is already in use: the weights record stands, nothing is trained again
-    assert set(rules) == {"snapshot", "evaluate", "summarize", "dataset_report", "index_report"}, rules
-    assert rules.count("evaluate") == rules.count("summarize") == 1, "only the new variant is evaluated"
-    snakemake(workdir, "--cores", "2", "all", *TINY, "zero_shot.yaml")
     summary = metrics_of(workdir, "zero-shot")
-    assert summary["seeds"] == [0] and model_of(workdir, "zero-shot")["step"] == 0
-    assert "zero-shot" in (workdir / "data/reports/synthetic.html").read_text()
-    assert nothing_to_do(workdir, *TINY, "zero_shot.yaml")
+    model = model_of(workdir, "zero-shot")
+    assert summary["seeds"] == [0] and model["step"] == 0 and model["selected"] == "untrained"
+    assert model["backbone"]["pretrained"] == STILLS_TAG
+    pretrained = read_state_dict(workdir / f"data/weights/files/hcmi-tiny__{STILLS_TAG}.pt")
+    backbone = {k.removeprefix("backbone.clip."): v for k, v in model["state_dict"].items()
+                if k.startswith("backbone.clip.")}
+    assert backbone.keys() == pretrained.keys() and all(torch.equal(backbone[k], pretrained[k]) for k in pretrained)
+    for report in ("synthetic.html", "index.html", "results.md"):
+        assert "zero-shot" in (workdir / "data/reports" / report).read_text(), report
+    assert "| synthetic | hcmi vs zero-shot | t2v R@1 |" in (workdir / "data/reports/results.md").read_text()
+    (workdir / "no_zero_shot.yaml").write_text("zero_shot: []\n")
+    rules = planned_rules(workdir, "all", *TINY, "no_zero_shot.yaml")
+    assert set(rules) <= {"dataset_report", "index_report"}, rules
 
 
 def test_a_checkpoint_verifies_against_its_recorded_metrics(snakemake_run, tmp_path):
@@ -333,7 +346,7 @@ def test_switching_branches_with_dvc_checkout_runs_nothing_on_either(dvc_origin,
     write_params(origin, params)
     rerun = dvc(origin, "repro").stdout
     stages = set(re.findall(r"Running stage '([a-z_]+)", rerun))
-    assert {s.removesuffix("_ablation") for s in stages} == EVALUATION_AND_REPORTS, rerun
+    assert {s.removesuffix("_ablation").removesuffix("_zero_shot") for s in stages} == EVALUATION_AND_REPORTS, rerun
     run(["git", "commit", "-qam", "DSL at temperature 20"], origin)
     dvc(origin, "push")
     diff = dvc(origin, "metrics", "diff", "main", "dsl-20").stdout

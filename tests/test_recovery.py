@@ -30,7 +30,7 @@ def test_a_killed_run_needs_unlock_then_finishes_only_the_missing_work_resuming_
     import torch
 
     params = tiny_params_dict()
-    params["models"], params["ablations"] = ["baseline"], []
+    params["models"], params["ablations"], params["zero_shot"] = ["baseline"], [], []
     params["train"].update(TRAIN)
     workdir = copy_workflow(tmp_path / "repo", params)
     log_path = tmp_path / "killed-run.log"

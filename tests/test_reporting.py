@@ -155,3 +155,25 @@ def test_a_report_renders_from_fixture_metrics_with_the_dsl_pairing(tmp_path):
     assert "Against the published figures" in html and "same inference protocol" in html
     assert "54.5 ± 0.5" in html and "55.0" in html and "DSL" in html
     assert "results = tables.DatasetResults" not in html, "code cells are hidden"
+
+
+def test_the_denoising_table_averages_each_run_then_the_seeds():
+    """Latent positives per model: each seed's mean over its training rows (NaN precision of a batch without latent
+    positives left out), then mean ± std over seeds; a model without latent positives has no row."""
+    from hcmi.report.tables import denoising_rows
+
+    def run(seed, positives, precision, recall):
+        return pd.DataFrame({"seed": seed, "log": "train", "step": range(len(positives)),
+                             "latent_positives": positives, "latent_precision": precision,
+                             "latent_recall": recall})
+
+    hcmi = pd.concat([run(0, [0.5, 0.25], [0.5, np.nan], [0.2, 0.4]), run(1, [0.5, 0.5], [0.7, 0.9], [0.4, 0.6]),
+                      pd.DataFrame({"seed": [0], "log": ["val"], "step": [2], "R1": [50.0]})])
+    baseline = run(0, [0.0, 0.0], [np.nan, np.nan], [0.0, 0.0])
+    table = denoising_rows({"hcmi": hcmi, "baseline": baseline})
+    assert list(table.index) == ["hcmi"]
+    row = table.loc["hcmi"]
+    assert row["seeds"] == 2
+    assert row["precision (%)"] == f"65.0 ± {np.std([50.0, 80.0], ddof=1):.1f}"  # seed 0: 50 (NaN left out), 1: 80
+    assert row["recall (%)"] == f"40.0 ± {np.std([30.0, 50.0], ddof=1):.1f}"
+    assert row["latent positives per item"] == f"0.44 ± {np.std([0.375, 0.5], ddof=1):.2f}"

@@ -222,7 +222,7 @@ def test_readme_command_runs_the_tiny_pipeline_with_every_job_submitted_through_
     jobs = jobs_run(run.output)
     submitted_jobs = {jobid: rule for kind, rule, jobid in jobs if kind == "rule"}
     assert {rule for kind, rule, _ in jobs if kind == "localrule"} == LOCAL_RULES
-    assert set(submitted_jobs.values()) == {"parse", "sample", "train", "evaluate", "summarize", "dataset_report",
+    assert set(submitted_jobs.values()) == {"parse", "sample", "train", "snapshot", "evaluate", "summarize", "dataset_report",
                                             "index_report"}
     submissions = SUBMITTED.findall(run.output)
     assert {jobid for jobid, _, _ in submissions} == set(submitted_jobs), "every non-local job went through sbatch"

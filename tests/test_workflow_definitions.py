@@ -46,7 +46,8 @@ def dvc_steps(workdir):
             persist = {out.def_path for out in stage.outs if out.persist}
             params = {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
             deps = {dep.def_path for dep in stage.deps if not hasattr(dep, "params")}
-            name = stage.name.split("@")[0].removesuffix("_ablation")  # the same stage over the ablation matrix
+            # the same stage over the ablation and zero-shot matrices
+            name = stage.name.split("@")[0].removesuffix("_ablation").removesuffix("_zero_shot")
             steps[stage.cmd] = {"stage": name, "outputs": outs, "persist": persist, "params": params, "deps": deps}
     return steps
 
@@ -62,8 +63,9 @@ def test_snakemake_and_dvc_define_the_same_steps(tmp_path):
     workdir = copy_workflow(tmp_path / "wf", params, git=True)
     smk, dvc_ = snakemake_steps(workdir, params), dvc_steps(workdir)
     assert set(smk) == set(dvc_), "the two workflows run different commands"
-    # weights, download, parse, 3 x sample, 5 x train, 5 x evaluate, 4 x index, 3 x summarize, 2 reports
-    assert len(smk) == 1 + 1 + 1 + 3 + 5 + 5 + 4 + 3 + 1 + 1
+    # weights, download, parse, 3 x sample, 5 x train, the zero-shot snapshot, 6 x evaluate, 4 x index,
+    # 4 x summarize, 2 reports
+    assert len(smk) == 1 + 1 + 1 + 3 + 5 + 1 + 6 + 4 + 4 + 1 + 1
     for command, job in smk.items():
         stage = dvc_[command]
         step = pipeline.STEP[job["rule"]]

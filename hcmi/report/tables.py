@@ -107,6 +107,11 @@ class DatasetResults:
             rows.append(row)
         return pd.DataFrame(rows).set_index("model") if rows else None
 
+    def denoising_table(self) -> pd.DataFrame | None:
+        """Two-view label denoising against the known duplicates: per model, the latent positives per item and
+        their precision and recall (mean over a run's training-log rows, then mean ± std over seeds)."""
+        return denoising_rows(self._curves())
+
     def comparisons(self) -> pd.DataFrame:
         """The paired comparisons of this dataset (the full method against each other model and each ablation)."""
         return paired_comparisons(self.params, self.layout, [self.dataset])
@@ -453,6 +458,30 @@ def comparison_figure(rows: pd.DataFrame):
     return fig
 
 
+DENOISING = (("latent positives per item", "latent_positives"), ("precision (%)", "latent_precision"),
+             ("recall (%)", "latent_recall"))
+
+
+def denoising_rows(curves: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """The latent positives of each model whose training log has them (curves: model -> curves.csv table)."""
+    rows = []
+    for model, table in curves.items():
+        train = table[table["log"] == "train"] if "log" in table else table
+        if "latent_precision" not in train or not train["latent_positives"].fillna(0).gt(0).any():
+            continue
+        per_seed = train.groupby("seed")[[key for _, key in DENOISING]].mean()
+        row = {"model": model, "seeds": len(per_seed)}
+        for label, key in DENOISING:
+            scale = 1 if key == "latent_positives" else 100
+            values = per_seed[key].dropna() * scale
+            std = float(values.std(ddof=1)) if len(values) > 1 else None
+            digits = 2 if key == "latent_positives" else 1
+            row[label] = (f"{values.mean():.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+                          if len(values) else "—")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model") if rows else None
+
+
 def results_markdown(data_root: str | Path, params_files=None, declared=None) -> str:
     """The results as Markdown tables (what the README's results section is made of), with the code version of the
     runs that produced them."""
@@ -474,6 +503,16 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
             cells = [summary.text(key) if summary.mean(key) is not None else "—" for _, key in columns]
             lines.append(f"| {model} | {len(summary.seeds)} | " + " | ".join(cells) + " |")
         lines.append("")
+        curves = {model: pd.read_csv(layout.curves(dataset, model)) for model in params.all_models
+                  if layout.curves(dataset, model).exists() and layout.curves(dataset, model).stat().st_size > 1}
+        denoising = denoising_rows(curves)
+        if denoising is not None:
+            lines += ["Label denoising: latent positives against the known duplicates (mean over training, "
+                      "over seeds)", "", "| model | seeds | " + " | ".join(label for label, _ in DENOISING) + " |",
+                      "|---|---|" + "---|" * len(DENOISING)]
+            lines += [f"| {model} | {row['seeds']} | " + " | ".join(row[label] for label, _ in DENOISING) + " |"
+                      for model, row in denoising.iterrows()]
+            lines.append("")
     comparisons = comparison_rows(data_root, params_files, declared)
     if len(comparisons):
         lines += ["### Paired comparisons: what helps?", "",

@@ -55,14 +55,21 @@ def seeds_for(model):
     return [0] if model in config["zero_shot"] else config["ablation_seeds"]
 
 
+STILLS_TAG = "synthetic-stills"  # backbone.pretrained: pretrained by the weights step on the embedded still images
+PRETRAIN_COMPUTE = ("compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic")
+
+
 def backbones_in_use(wildcards):
-    """The distinct backbones (name and weights) of every configured variant: what the weights record depends on,
-    so that adding a variant on a backbone already in use re-runs nothing."""
+    """The distinct backbones (name and weights) of every configured variant, and the pretraining parameters where a
+    backbone is pretrained on stills: what the weights record depends on, so that adding a variant on a backbone
+    already in use, or changing pretraining that no backbone uses, re-runs nothing."""
     found = []
     for model in ALL_MODELS:
         backbone = {**config["backbone"], **config["variants"][model].get("backbone", {})}
         if backbone not in found:
             found.append(backbone)
+    if any(backbone["pretrained"] == STILLS_TAG for backbone in found):
+        found.append({"pretrain": config["pretrain"], **{key: param(key) for key in PRETRAIN_COMPUTE}})
     return found
 
 
