@@ -189,3 +189,32 @@ def test_bad_queries_and_indexes_give_clear_errors(indexed, tmp_path):
         handle.write(b"\0")  # another file: another model as far as the index can tell
     foreign = hcmi_cli(*base, "a red circle", "--index", str(out), "--checkpoint", str(other), cwd=tmp_path)
     assert foreign.returncode == 1 and "cannot be compared with this model" in foreign.stderr
+
+
+def test_an_index_built_with_relative_paths_is_searched_from_anywhere_without_loader_noise(indexed, tiny_data,
+                                                                                         tmp_path):
+    """`hcmi index` run in one directory with relative paths (as the workflow runs it, from the repository root), then
+    `hcmi search` from another directory and from a moved copy: index.json holds its paths relative to the index, and
+    the search prints nothing on stderr (faiss's loader reports which optional builds it did not find)."""
+    params, root = indexed
+    here = tmp_path / "project"
+    (here / "runs").mkdir(parents=True)
+    shutil.copy2(root.model_file("synthetic", "hcmi", 0), here / "runs" / "model.pt")
+    folder_of_videos(tiny_data, here / "videos", 3)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params_dict()))
+    built = hcmi_cli("--params", str(params_file), "index", "--videos", "videos", "--checkpoint", "runs/model.pt",
+                     "--out", "indexes/mine", cwd=here)
+    assert built.returncode == 0, built.stderr[-3000:]
+    record = json.loads((here / "indexes/mine/index.json").read_text())
+    assert record["model"]["checkpoint"] == "../../runs/model.pt" and record["frame_caches"] == ["frames/part-00000"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(here, tmp_path / "moved", symlinks=True)
+    for index_dir in (here / "indexes/mine", tmp_path / "moved/indexes/mine"):
+        found = hcmi_cli("--params", str(params_file), "search", "a red circle moves left", "--index", str(index_dir),
+                         "--json", "--html", str(elsewhere / "page.html"), cwd=elsewhere)
+        assert found.returncode == 0, found.stderr[-3000:]
+        assert len(json.loads(found.stdout)[0]["results"]) == 3
+        assert (elsewhere / "page.html").read_text().count("data:image/png;base64") == 3, "thumbnails found too"
+        assert "swigfaiss" not in found.stderr and "Could not load library" not in found.stderr, found.stderr

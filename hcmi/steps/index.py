@@ -3,7 +3,8 @@
     hcmi index --videos FOLDER --checkpoint model.pt --out INDEX      # your own videos
     hcmi index --dataset D --model M --seed S                        # a dataset's test split (the workflow's step)
 
-An index folder holds, beside index.json (which checkpoint, by sha256, and which parameters built it):
+An index folder holds, beside index.json (which checkpoint, by sha256, and which parameters built it; its paths are
+relative to the index folder, so an index works from any directory and moves with the data tree it sits in):
   store/    every representation the model's levels need, one memory-mapped array per key, plus the coarse FAISS
             index over the video-level vectors (hcmi/index/)
   frames/   the frame caches the videos were encoded from (for a folder: one per `hcmi index` run, sampled by the
@@ -16,6 +17,7 @@ resume per shard, representations are committed block by block). An index refuse
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from hcmi.steps.evaluate import load_model
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+INDEX_FORMAT = 2  # 2: paths relative to the index folder (1: as given to `hcmi index`, relative to where it ran)
 PENDING = "pending.json"  # the videos a run is sampling, so that a re-run after an interruption resumes that part
 ENCODE_BLOCK = 256  # videos encoded and committed to the store at a time: the unit of resume
 
@@ -43,18 +46,35 @@ class IndexRequestError(HcmiError):
     """An index cannot be built or used as asked; the message says why."""
 
 
-def describe(checkpoint: Path, model_record: dict) -> dict:
-    return {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256sum(checkpoint),
+def in_index(out: Path, path: Path) -> str:
+    """A path as index.json records it: relative to the index folder."""
+    return os.path.relpath(Path(path).resolve(), Path(out).resolve())
+
+
+def from_index(out: Path, stored: str, record: dict) -> str:
+    """A path recorded in index.json, usable from the current directory."""
+    path = Path(stored)
+    if path.is_absolute() or record.get("format", 1) < INDEX_FORMAT:
+        return str(path)
+    return str(Path(out) / path)
+
+
+def describe(checkpoint: Path, model_record: dict, out: Path) -> dict:
+    return {"checkpoint": in_index(out, checkpoint), "checkpoint_sha256": sha256sum(checkpoint),
             "backbone": model_record["backbone"], "variant": model_record.get("variant"),
             "max_words": model_record["max_words"], "max_frames": model_record.get("max_frames"),
             "image_size": model_record["image_size"]}
 
 
 def read_index(out: Path) -> dict:
+    """index.json, its paths made usable from the current directory."""
     path = Path(out) / INDEX_FILE
     if not path.exists():
         raise IndexMissing(f"{out}: not an index (no {INDEX_FILE}); build it with `hcmi index`")
-    return read_json(path)
+    record = read_json(path)
+    record["model"]["checkpoint"] = from_index(out, record["model"]["checkpoint"], record)
+    record["frame_caches"] = [from_index(out, folder, record) for folder in record["frame_caches"]]
+    return record
 
 
 def check_model(out: Path, checkpoint: Path) -> dict:
@@ -81,7 +101,7 @@ def encode_into(store: VideoStore, model, cache: FrameCache, batch_size: int, de
 def _open(params, checkpoint: Path, out: Path):
     run_env = runtime.configure(params.compute.device, params.compute.train_threads, params.compute.deterministic, params.compute.numerics)
     model, record = load_model(checkpoint, run_env.device, "train it first, or give another --checkpoint")
-    model_info = describe(checkpoint, record)
+    model_info = describe(checkpoint, record, out)
     if (out / INDEX_FILE).exists():
         check_model(out, checkpoint)
     store = VideoStore.open_or_create(out / "store", model_info["checkpoint_sha256"], {"model": model_info})
@@ -90,7 +110,7 @@ def _open(params, checkpoint: Path, out: Path):
 
 def _finish(out: Path, store: VideoStore, model_info: dict, caches: list[str], params, new: int) -> dict:
     CoarseIndex.for_store(store)  # built, or extended with the new rows, and saved beside the store
-    record = {"model": model_info, "frame_caches": caches, "videos": store.rows,
+    record = {"format": INDEX_FORMAT, "model": model_info, "frame_caches": caches, "videos": store.rows,
               "search": params.section("search").to_dict()}
     write_json(out / INDEX_FILE, record)
     log.info("index %s: %d videos (%d new)", out, store.rows, new)
@@ -107,7 +127,8 @@ def run_folder(params, videos_dir: Path, checkpoint: Path, out: Path) -> dict:
     skipped_before = set(_skipped(out)["video_id"])
     ids = sorted({videos.video_stem(path.name) for path in files.values()})
     new_ids = [v for v in store.missing(ids) if v not in skipped_before]
-    caches = read_json(out / INDEX_FILE)["frame_caches"] if (out / INDEX_FILE).exists() else []
+    caches = read_index(out)["frame_caches"] if (out / INDEX_FILE).exists() else []
+    caches = [in_index(out, folder) for folder in caches]
     new = 0
     if new_ids:
         part = _open_part(out, caches, new_ids)
@@ -150,7 +171,7 @@ def run_split(params, layout, dataset: str, variant: str, seed: int, split: str 
     cache = FrameCache(layout.frames(dataset, split))
     new = encode_into(store, model, cache, params.eval.batch_size, run_env.device)
     write_table(out / "skipped.csv", pd.read_csv(layout.frame_skipped(dataset, split)))
-    return _finish(out, store, model_info, [str(layout.frames(dataset, split))], params, new)
+    return _finish(out, store, model_info, [in_index(out, layout.frames(dataset, split))], params, new)
 
 
 def _open_part(out: Path, caches: list[str], new_ids: list[str]) -> Path:
@@ -158,13 +179,13 @@ def _open_part(out: Path, caches: list[str], new_ids: list[str]) -> Path:
     videos to sample (so its shards resume), else a new part."""
     pending = out / "frames" / PENDING
     if pending.exists() and read_json(pending)["ids"] == new_ids:
-        part = Path(read_json(pending)["part"])
+        part = read_json(pending)["part"]
     else:
-        part = out / "frames" / f"part-{len(caches):05d}"
-        write_json(pending, {"ids": new_ids, "part": str(part)})
-    if str(part) not in caches:
-        caches.append(str(part))
-    return part
+        part = f"frames/part-{len(caches):05d}"  # relative to the index folder, as index.json records it
+        write_json(pending, {"ids": new_ids, "part": part})
+    if part not in caches:
+        caches.append(part)
+    return out / part
 
 
 def _skipped(out: Path) -> pd.DataFrame:
