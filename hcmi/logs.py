@@ -21,9 +21,6 @@ def setup_logging(verbose: bool = False) -> None:
     )
     # open_clip warns on every randomly initialised model; the training log says what was loaded instead
     logging.getLogger("root").setLevel(logging.INFO)
-    # faiss's loader reports at INFO each optional build it could not import (No module named 'faiss.swigfaiss_avx2')
-    # before it loads the one it has: not news for a user
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs) -> tqdm:

@@ -28,11 +28,16 @@ derived file: `for_store` loads it, extends it with rows appended since, or rebu
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
-import faiss
-import numpy as np
+# faiss's loader reports at INFO each optional build it could not import (No module named 'faiss.swigfaiss_avx2')
+# before it loads the one it has: not news for someone searching
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 from hcmi.files import atomic_path, read_json, write_json
 from hcmi.index.errors import VideoIndexError
