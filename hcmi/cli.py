@@ -4,13 +4,15 @@ parameters, restrict them to what the step declares (hcmi/pipeline.py), call the
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <command> [options]
 
 Pipeline steps: download, weights, parse, sample, train, snapshot, evaluate, summarize, report.
-Tools: check, synth, index, search, sync, verify, dvc-yaml, plan, readme-results.
+Tools: check, synth, index, search, sync, verify, workflow-files, plan, readme-results.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -21,58 +23,32 @@ def cmd_check(params, layout, args) -> None:
     print(f"params OK: datasets {params.get('datasets')}, models {params.get('models')}, seeds {params.get('seeds')}")
 
 
-def cmd_download(params, layout, args) -> None:
-    from hcmi.steps import download
-
-    download.run(params, layout, args.dataset)
-
-
 def cmd_synth(params, layout, args) -> None:
     from hcmi.steps import download
 
     download.run(params, layout, "synthetic")
 
 
-def cmd_weights(params, layout, args) -> None:
-    from hcmi.steps import weights
+# -- the pipeline's steps, one command each, from the step table --------------------------------------------------
 
-    weights.run(params, layout)
-
-
-def cmd_parse(params, layout, args) -> None:
-    from hcmi.steps import parse
-
-    parse.run(params, layout, args.dataset)
-
-
-def cmd_sample(params, layout, args) -> None:
-    from hcmi.steps import sample
-
-    sample.run(params, layout, args.dataset, args.split)
+# steps whose command is written by hand below (it also serves a tool: `report --index`, `index --videos`)
+HAND_WRITTEN = ("report", "index")
+WILDCARD_OPTIONS = {
+    "dataset": dict(required=True),
+    "model": dict(required=True, help="a variant name from params `variants`"),
+    "seed": dict(type=int, required=True),
+    "split": dict(required=True, choices=("train", "val", "test")),
+}
 
 
-def cmd_train(params, layout, args) -> None:
-    from hcmi.steps import train
+def step_command(step):
+    """`hcmi <step> --<wildcard> VALUE ...`: the step module's run(params, layout, *wildcard values)."""
 
-    train.run(params, layout, args.dataset, args.model, args.seed)
+    def command(params, layout, args) -> None:
+        module = importlib.import_module(step.module)
+        module.run(params, layout, *(getattr(args, name) for name in step.wildcards))
 
-
-def cmd_snapshot(params, layout, args) -> None:
-    from hcmi.steps import snapshot
-
-    snapshot.run(params, layout, args.dataset, args.model)
-
-
-def cmd_evaluate(params, layout, args) -> None:
-    from hcmi.steps import evaluate
-
-    evaluate.run(params, layout, args.dataset, args.model, args.seed)
-
-
-def cmd_summarize(params, layout, args) -> None:
-    from hcmi.steps import summarize
-
-    summarize.run(params, layout, args.dataset, args.model)
+    return command
 
 
 def cmd_report(params, layout, args) -> None:
@@ -98,11 +74,12 @@ def cmd_verify(params, layout, args) -> None:
     verify.run(params, layout, args.dataset, args.model, args.seed)
 
 
-def cmd_dvc_yaml(params, layout, args) -> None:
-    from hcmi.steps import dvc_yaml
+def cmd_workflow_files(params, layout, args) -> None:
+    from hcmi.steps import workflow_files
 
-    dvc_yaml.run(args.output, check=args.check)
-    print(f"{args.output} {'matches' if args.check else 'written from'} the step table")
+    written = workflow_files.run(Path("."), check=args.check)
+    names = ", ".join(workflow_files.FILES)
+    print(f"{names}: match the step table" if args.check else f"{names}: {len(written)} rewritten from the step table")
 
 
 def cmd_index(params, layout, args) -> None:
@@ -138,7 +115,17 @@ def cmd_readme_results(params, layout, args) -> None:
     print(f"{args.readme}: results section written from {layout.results_summary()}")
 
 
+def module_summary(module: str) -> str:
+    """The first sentence of a module's docstring, without its leading "`hcmi ...`:" (read, not imported)."""
+    from hcmi.codebase import module_docstring
+
+    summary = module_docstring(module).split("\n\n")[0].replace("\n", " ")
+    return re.split(r"(?<=\.)\s", re.sub(r"^`hcmi [^`]*`(?: \([^)]*\))?: ", "", summary), maxsplit=1)[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from hcmi.pipeline import STEPS
+
     parser = argparse.ArgumentParser(prog="hcmi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", action="append", dest="params_files", metavar="FILE",
@@ -156,24 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    dataset = lambda p: p.add_argument("--dataset", required=True)  # noqa: E731
-    model = lambda p: p.add_argument("--model", required=True, help="a variant name from params `variants`")  # noqa
-    seed = lambda p: p.add_argument("--seed", type=int, required=True)  # noqa: E731
-    split = lambda p: p.add_argument("--split", required=True, choices=("train", "val", "test"))  # noqa: E731
+    dataset, model, seed = (lambda p, name=name: p.add_argument(f"--{name}", **WILDCARD_OPTIONS[name])
+                            for name in ("dataset", "model", "seed"))
 
     add("check", cmd_check, "validate the params and exit")
     add("synth", cmd_synth, "generate the embedded synthetic benchmark (same as download --dataset synthetic)")
-    add("download", cmd_download, "fetch (or generate) a dataset's raw files into data/raw/<dataset>/", dataset)
-    add("weights", cmd_weights, "make the configured backbones' weights local: open_clip tags are fetched once into "
-        "data/weights/files/ (network needed once); writes data/weights/backbone.json, which training depends on")
-    add("parse", cmd_parse, "parse a dataset's annotation files into data/raw/<dataset>/annotations.parquet", dataset)
-    add("sample", cmd_sample, "sample frames of one split into the frame cache", dataset, split)
-    add("train", cmd_train, "train one model variant with one seed (resumes an interrupted run)", dataset, model,
-        seed)
-    add("snapshot", cmd_snapshot, "the model.pt of a variant evaluated without training (params `zero_shot`)",
-        dataset, model)
-    add("evaluate", cmd_evaluate, "evaluate a trained run on the dataset's test split", dataset, model, seed)
-    add("summarize", cmd_summarize, "mean and spread of a model's metrics over the configured seeds", dataset, model)
+    for step in STEPS:
+        name = step.command.split()[1]
+        if name not in HAND_WRITTEN:
+            p = add(name, step_command(step), module_summary(step.module))
+            for wildcard in step.wildcards:
+                p.add_argument(f"--{wildcard}", **WILDCARD_OPTIONS[wildcard])
     report = add("report", cmd_report, "render a dataset's HTML report, or the index report")
     report.add_argument("--dataset")
     report.add_argument("--index", action="store_true", help="the summary report over all datasets")
@@ -183,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="options for Snakemake after `--`, e.g. -- --configfile config/paper.yaml")
     add("verify", cmd_verify, "re-evaluate a trained checkpoint and check that it reproduces its recorded metrics",
         dataset, model, seed)
-    dvc = add("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml from the step table (hcmi/pipeline.py)")
-    dvc.add_argument("--check", action="store_true", help="only check that dvc.yaml matches the step table")
-    dvc.add_argument("--output", type=Path, default=Path("dvc.yaml"))
+    files = add("workflow-files", cmd_workflow_files, "write the Snakemake rules (workflow/rules/steps.smk) and "
+                "dvc.yaml from the step table (hcmi/pipeline.py), in the current directory")
+    files.add_argument("--check", action="store_true", help="only check that both files match the step table")
     index = add("index", cmd_index, "make videos searchable with a trained model: a folder of videos (--videos "
                 "--checkpoint --out), or a dataset's test split (--dataset --model --seed)")
     index.add_argument("--videos", type=Path, help="a folder of video files (any format decord reads)")

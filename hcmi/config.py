@@ -26,6 +26,9 @@ from hcmi.errors import HcmiError
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 DEFAULT_PARAMS = "params.yaml"
+STILLS_TAG = "synthetic-stills"  # backbone.pretrained: pretrained by `hcmi weights` on the embedded still images
+# the compute parameters that pretraining's numbers depend on (hcmi/runtime.py)
+PRETRAIN_COMPUTE = ("compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic")
 ZERO_SHOT_SEED = 0  # a variant evaluated without training has one run, filed under this seed
 PARAMS_ENV = "HCMI_PARAMS"
 
@@ -224,6 +227,19 @@ class Params:
     def backbone_dict(self, variant: str) -> dict:
         """params `backbone`, with the variant's own `backbone` merged over it."""
         return deep_merge(self.get("backbone"), self._variant(variant).get("backbone", {}))
+
+    def backbones_in_use(self) -> list[dict]:
+        """Every distinct backbone that the configured variants (trained or zero-shot) use, in order."""
+        found: list[dict] = []
+        for variant in self.evaluated_models:
+            backbone = self.backbone_dict(variant)
+            if backbone not in found:
+                found.append(backbone)
+        return found
+
+    def pretraining_inputs(self) -> dict:
+        """What pretraining on stills depends on: params `pretrain` and the compute parameters that set its numbers."""
+        return {"pretrain": self.get("pretrain"), **{key: self.get(key) for key in PRETRAIN_COMPUTE}}
 
 
 class Section:

@@ -1,28 +1,31 @@
-"""The pipeline's steps, each declared once: command, inputs, outputs, the parameters it reads and its code.
+"""The pipeline's steps, each declared once: command, named inputs and outputs, the parameters it reads and its code.
 
-Both workflows follow from this table: workflow/rules/steps.smk turns every step into a Snakemake rule, and
-`hcmi dvc-yaml` writes dvc.yaml from it (a test fails when the committed dvc.yaml differs). The command line restricts
-each step to the parameters declared here, so reading any other parameter is an error, not a silent dependency.
+Both workflows are written from this table by `hcmi workflow-files`: workflow/rules/steps.smk (a Snakemake rule per
+step, as text) and dvc.yaml (a stage per step and model group); a test fails when either committed file differs
+from what the table gives. The command line restricts each step to the parameters declared here, so reading any
+other parameter is an error, not a silent dependency.
 
 A step's code is the import closure of its module inside the package (hcmi/codebase.py: the modules it imports,
-transitively, at any depth and from anywhere in a function, and the data folders beside them). Snakemake sees a
-hash of those files among the rule's params (a code edit re-runs the rule: params are a rerun trigger), DVC sees the
-files as dependencies: either way an edit re-runs exactly the steps whose code it touches, and what follows them.
-The command line itself (hcmi/cli.py) only parses arguments and is no step's code.
+transitively, at any depth and from anywhere in a function, and the data folders beside them), plus, for a step over
+a model, the module of that model's head (hcmi/model/factory.py: HEADS). Snakemake sees a hash of those files among
+the rule's params (a code edit re-runs the rule: params are a rerun trigger), DVC sees the files as dependencies:
+either way an edit re-runs exactly the steps whose code it touches, and what follows them. The command line itself
+(hcmi/cli.py) only parses arguments and is no step's code.
 
-Path templates use {dataset}, {split}, {model} and {seed}; a starred wildcard ({model*}, {seed*}) stands for every
-configured value (Snakemake expands it; DVC depends on the folder above it). A step with {model} runs over model
-groups: `models` (with `seeds`), `ablations` (with `ablation_seeds`) and `zero_shot` (variants evaluated without
-training, seed 0).
+Path templates use {dataset}, {split}, {model} and {seed}. An input template with a wildcard that is not one of the
+step's own (its command's) stands for every configured value of it: Snakemake expands it (each dataset; each model
+with its seeds), DVC depends on the folder above it. A step with {model} runs over model groups: `models` (with
+`seeds`), `ablations` (with `ablation_seeds`) and `zero_shot` (variants evaluated without training, seed 0).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hcmi import codebase
+from hcmi.config import STILLS_TAG, Params
 from hcmi.paths import Layout
 
 SPLITS = ("train", "val", "test")  # every dataset is sampled into these caches (a split it lacks becomes empty)
@@ -30,7 +33,11 @@ TRAINED = ("models", "ablations")  # the model groups that are trained
 EVALUATED = TRAINED + ("zero_shot",)  # and every group that is evaluated
 
 _L = Layout(Path("data"))
-D, M, S = "{dataset}", "{model}", "{seed}"
+D, M, S, SPLIT = "{dataset}", "{model}", "{seed}", "{split}"
+
+
+def _p(path: Path) -> str:
+    return str(path)
 
 
 @dataclass(frozen=True)
@@ -38,21 +45,21 @@ class Step:
     name: str  # the Snakemake rule and DVC stage
     command: str  # a template over the step's wildcards
     module: str  # the step's module: its import closure is the step's code
-    inputs: tuple[str, ...] = ()
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> path template
     state_inputs: tuple[str, ...] = ()  # resumable working state read (DVC dependencies; Snakemake never declares it)
-    outputs: tuple[str, ...] = ()
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> path template
     state_outputs: tuple[str, ...] = ()  # resumable working state written (DVC persist outputs)
-    metrics: tuple[str, ...] = ()  # outputs DVC shows as metrics (JSON)
-    plots: tuple[tuple[str, str, str], ...] = ()  # (output, x column, y column) DVC shows as plots
+    metrics: dict[str, str] = field(default_factory=dict)  # outputs DVC shows as metrics (JSON)
+    plots: tuple[tuple[str, str, str], ...] = ()  # (output name, x column, y column) DVC shows as plots
     params: tuple[str, ...] = ()  # dotted keys, with wildcards
     threads: str | None = None  # the params key of its CPU threads (a scheduling request; a step whose results
     # depend on its thread count also declares that key among its params and applies it itself)
     resources: tuple[tuple[str, str], ...] = ()  # (Snakemake resource, params key)
     local: bool = False  # runs on the machine that starts the workflow (needs network or user files)
     groups: tuple[str, ...] = TRAINED  # the model groups a step with {model} runs over
-    # Snakemake watches this value derived from the declared parameters (a function of workflow/rules/common.smk)
-    # instead of the parameters themselves, where a change of a declared key that leaves it unchanged must re-run
-    # nothing: Snakemake re-runs everything after a step that runs, DVC compares that step's outputs by content
+    # Snakemake watches the value of this function (below) of the declared parameters instead of the parameters
+    # themselves, where a change of a declared key that leaves it unchanged must re-run nothing: Snakemake re-runs
+    # everything after a step that runs, DVC compares that step's outputs by content
     watches: str | None = None
 
     @property
@@ -68,77 +75,83 @@ class Step:
         """The dotted parameter keys of one job (wildcards filled in)."""
         return [key.format(**values) for key in self.params]
 
+    def expanded(self, template: str) -> tuple[str, ...]:
+        """The wildcards of an input template that are not the step's own: it stands for each of their values."""
+        return tuple(w for w in dict.fromkeys(re.findall(r"\{(\w+)\}", template)) if w not in self.wildcards)
 
-def _every_seed(name: str, model: str = M) -> str:
-    return str(_L.seed_results(D, model, "{seed*}") / name)
 
+COMPUTE = ("compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic")
+SEED_RUN = _L.seed_results(D, M, S)
 
 STEPS: tuple[Step, ...] = (
     Step("download", f"hcmi download --dataset {D}", "hcmi.steps.download",
-         outputs=(str(_L.manifest(D)),), state_outputs=(str(_L.source(D)), str(_L.videos(D))),
+         outputs={"manifest": _p(_L.manifest(D))}, state_outputs=(_p(_L.source(D)), _p(_L.videos(D))),
          params=(f"data.{D}.source",), threads="compute.sample_threads", local=True),
     Step("weights", "hcmi weights", "hcmi.steps.weights",
-         outputs=(str(_L.weights_manifest()),), state_outputs=(str(_L.weights_store()),),
-         params=("backbone", "variants", "models", "ablations", "zero_shot", "pretrain", "compute.train_threads",
-                 "compute.numerics", "compute.device", "compute.deterministic"), watches="backbones_in_use",
-         local=True),
+         outputs={"backbones": _p(_L.weights_manifest())}, state_outputs=(_p(_L.weights_store()),),
+         params=("backbone", "variants", "models", "ablations", "zero_shot", "pretrain") + COMPUTE,
+         watches="backbones_in_use", local=True),
     Step("parse", f"hcmi parse --dataset {D}", "hcmi.steps.parse",
-         inputs=(str(_L.manifest(D)),), outputs=(str(_L.annotations(D)),)),
-    Step("sample", f"hcmi sample --dataset {D} --split {{split}}", "hcmi.steps.sample",
-         inputs=(str(_L.annotations(D)),), state_inputs=(str(_L.videos(D)),),
-         outputs=(str(_L.frame_index(D, "{split}")), str(_L.frame_skipped(D, "{split}"))),
-         state_outputs=(str(_L.frame_shards(D, "{split}")),),
+         inputs={"manifest": _p(_L.manifest(D))}, outputs={"annotations": _p(_L.annotations(D))}),
+    Step("sample", f"hcmi sample --dataset {D} --split {SPLIT}", "hcmi.steps.sample",
+         inputs={"annotations": _p(_L.annotations(D))}, state_inputs=(_p(_L.videos(D)),),
+         outputs={"frames": _p(_L.frame_index(D, SPLIT)), "skipped": _p(_L.frame_skipped(D, SPLIT))},
+         state_outputs=(_p(_L.frame_shards(D, SPLIT)),),
          params=(f"data.{D}.max_frames", "frames"), threads="compute.sample_threads"),
     Step("train", f"hcmi train --dataset {D} --model {M} --seed {S}", "hcmi.steps.train",
-         inputs=(str(_L.weights_manifest()), str(_L.annotations(D)), str(_L.frame_index(D, "train")),
-                 str(_L.frame_index(D, "val"))),
-         state_inputs=(str(_L.frame_shards(D, "train")), str(_L.frame_shards(D, "val"))),
-         outputs=(str(_L.model_file(D, M, S)), str(_L.train_log(D, M, S)), str(_L.val_log(D, M, S))),
-         state_outputs=(str(_L.train_state(D, M, S)),),
-         plots=((str(_L.train_log(D, M, S)), "step", "loss"), (str(_L.val_log(D, M, S)), "step", "R1")),
+         inputs={"backbones": _p(_L.weights_manifest()), "annotations": _p(_L.annotations(D)),
+                 "train_frames": _p(_L.frame_index(D, "train")), "val_frames": _p(_L.frame_index(D, "val"))},
+         state_inputs=(_p(_L.frame_shards(D, "train")), _p(_L.frame_shards(D, "val"))),
+         outputs={"model": _p(_L.model_file(D, M, S)), "train_log": _p(_L.train_log(D, M, S)),
+                  "val_log": _p(_L.val_log(D, M, S))},
+         state_outputs=(_p(_L.train_state(D, M, S)),),
+         plots=(("train_log", "step", "loss"), ("val_log", "step", "R1")),
          params=("train", "backbone", "model", f"variants.{M}", f"data.{D}.max_words", "eval.batch_size",
-                 "eval.block_memory_mb", "compute.train_threads", "compute.numerics", "compute.device",
-                 "compute.deterministic", "compute.train_gpus", "compute.gpu_memory_gb", f"data.{D}.max_frames", "frames.image_size"),
+                 "eval.block_memory_mb") + COMPUTE + ("compute.train_gpus", "compute.gpu_memory_gb",
+                                                      f"data.{D}.max_frames", "frames.image_size"),
          threads="compute.train_threads",
          resources=(("gpu", "compute.train_gpus"), ("mem_mb", "compute.train_mem_mb"),
                     ("runtime", "compute.train_runtime_min"))),
     Step("snapshot", f"hcmi snapshot --dataset {D} --model {M}", "hcmi.steps.snapshot",
-         inputs=(str(_L.weights_manifest()),),
-         outputs=(str(_L.model_file(D, M, "0")), str(_L.train_log(D, M, "0")), str(_L.val_log(D, M, "0"))),
+         inputs={"backbones": _p(_L.weights_manifest())},
+         outputs={"model": _p(_L.model_file(D, M, "0")), "train_log": _p(_L.train_log(D, M, "0")),
+                  "val_log": _p(_L.val_log(D, M, "0"))},
          params=("backbone", "model", f"variants.{M}", f"data.{D}.max_words", f"data.{D}.max_frames"),
          groups=("zero_shot",)),
     Step("evaluate", f"hcmi evaluate --dataset {D} --model {M} --seed {S}", "hcmi.steps.evaluate",
-         inputs=(str(_L.model_file(D, M, S)), str(_L.annotations(D)), str(_L.frame_index(D, "test"))),
-         state_inputs=(str(_L.frame_shards(D, "test")),),
-         outputs=(str(_L.rankings(D, M, S)),), metrics=(str(_L.seed_metrics(D, M, S)),),
-         params=("eval", "compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic"),
-         threads="compute.train_threads",
+         inputs={"model": _p(_L.model_file(D, M, S)), "annotations": _p(_L.annotations(D)),
+                 "test_frames": _p(_L.frame_index(D, "test"))},
+         state_inputs=(_p(_L.frame_shards(D, "test")),),
+         outputs={"rankings": _p(_L.rankings(D, M, S))}, metrics={"metrics": _p(_L.seed_metrics(D, M, S))},
+         params=("eval",) + COMPUTE, threads="compute.train_threads",
          resources=(("mem_mb", "compute.train_mem_mb"),), groups=EVALUATED),
     Step("index", f"hcmi index --dataset {D} --model {M} --seed {S}", "hcmi.steps.index",
-         inputs=(str(_L.model_file(D, M, S)), str(_L.frame_index(D, "test")), str(_L.frame_skipped(D, "test"))),
-         state_inputs=(str(_L.frame_shards(D, "test")),),
-         outputs=(str(_L.search_index(D, M, S) / "index.json"), str(_L.search_index(D, M, S) / "skipped.csv")),
-         state_outputs=(str(_L.search_index(D, M, S) / "store"),),
-         params=("eval.batch_size", "frames.jpeg_quality", "frames.shard_size", "compute.train_threads",
-                 "compute.numerics", "compute.device", "compute.deterministic", "search"),
+         inputs={"model": _p(_L.model_file(D, M, S)), "test_frames": _p(_L.frame_index(D, "test")),
+                 "skipped": _p(_L.frame_skipped(D, "test"))},
+         state_inputs=(_p(_L.frame_shards(D, "test")),),
+         outputs={"index": _p(_L.search_index(D, M, S) / "index.json"),
+                  "skipped": _p(_L.search_index(D, M, S) / "skipped.csv")},
+         state_outputs=(_p(_L.search_index(D, M, S) / "store"),),
+         params=("eval.batch_size", "frames.jpeg_quality", "frames.shard_size") + COMPUTE + ("search",),
          threads="compute.train_threads", groups=("models",)),
     Step("summarize", f"hcmi summarize --dataset {D} --model {M}", "hcmi.steps.summarize",
-         inputs=(_every_seed("metrics.json"), str(_L.train_log(D, M, "{seed*}")), str(_L.val_log(D, M, "{seed*}"))),
-         outputs=(str(_L.curves(D, M)),), metrics=(str(_L.metrics(D, M)),),
+         inputs={"metrics": _p(SEED_RUN / "metrics.json"), "train_logs": _p(_L.train_log(D, M, S)),
+                 "val_logs": _p(_L.val_log(D, M, S))},
+         outputs={"curves": _p(_L.curves(D, M))}, metrics={"summary": _p(_L.metrics(D, M))},
          params=("models", "seeds", "ablation_seeds", "zero_shot"), watches="model_seeds", groups=EVALUATED),
     Step("dataset_report", f"hcmi report --dataset {D}", "hcmi.steps.report",
-         inputs=(str(_L.metrics(D, "{model*}")), str(_L.curves(D, "{model*}")),
-                 _every_seed("rankings.parquet", "{model*}"),
-                 str(_L.frame_index(D, "test"))),
-         state_inputs=(str(_L.frame_shards(D, "test")),),
-         outputs=(str(_L.report(D)), str(_L.report_notebook(D))),
+         inputs={"summaries": _p(_L.metrics(D, M)), "curves": _p(_L.curves(D, M)),
+                 "rankings": _p(SEED_RUN / "rankings.parquet"), "test_frames": _p(_L.frame_index(D, "test"))},
+         state_inputs=(_p(_L.frame_shards(D, "test")),),
+         outputs={"html": _p(_L.report(D)), "notebook": _p(_L.report_notebook(D))},
          params=("models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model", "backbone",
                  "eval.dsl", "eval.dsl_bank", "report")),
     Step("index_report", "hcmi report --index", "hcmi.steps.report",
-         inputs=(str(_L.metrics("{dataset*}", "{model*}")),  # the summaries, the training curves (latent
-                 str(_L.curves("{dataset*}", "{model*}")),  # positives) and every run's per-query outcomes
-                 str(_L.seed_results("{dataset*}", "{model*}", "{seed*}") / "rankings.parquet")),
-         outputs=(str(_L.index_report()), str(_L.index_notebook()), str(_L.results_summary())),
+         # the summaries, the training curves (latent positives) and every run's per-query outcomes
+         inputs={"summaries": _p(_L.metrics(D, M)), "curves": _p(_L.curves(D, M)),
+                 "rankings": _p(SEED_RUN / "rankings.parquet")},
+         outputs={"html": _p(_L.index_report()), "notebook": _p(_L.index_notebook()),
+                  "results": _p(_L.results_summary())},
          params=("datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",
                  "backbone")),
 )
@@ -156,10 +169,52 @@ def step_for_command(command: str, index: bool = False) -> Step | None:
 # -- a step's code ------------------------------------------------------------------------------------------------
 
 
-def code_files(step: Step) -> list[str]:
-    """The step's code as paths relative to the repository root (the package's parent)."""
-    return codebase.code_files(step.module)
+def code_files(step: Step, head: str | None = None) -> list[str]:
+    """The step's code as paths relative to the repository root (the package's parent): for one model head, or
+    (None) for any model the step may build."""
+    return codebase.code_files(step.module, heads=None if head is None else (head,))
 
 
-def code_hash(step: Step) -> str:
-    return codebase.code_hash(step.module)
+def code_hash(step: Step, head: str | None = None) -> str:
+    return codebase.code_hash(step.module, heads=None if head is None else (head,))
+
+
+# -- what the workflows watch and expand ---------------------------------------------------------------------------
+
+
+def backbones_in_use(params: Params) -> list[dict]:
+    """The distinct backbones (name and weights) of every configured variant, and the pretraining parameters where a
+    backbone is pretrained on stills: what the weights record depends on, so that adding a variant on a backbone
+    already in use, or changing pretraining that no backbone uses, re-runs nothing."""
+    found = params.backbones_in_use()
+    if any(backbone["pretrained"] == STILLS_TAG for backbone in found):
+        found.append(params.pretraining_inputs())
+    return found
+
+
+def model_seeds(params: Params, model: str) -> list[int]:
+    """The seeds one model is summarized over: adding a variant to another group re-runs no other model's summary."""
+    return params.seeds_for(model)
+
+
+WATCHED = {"backbones_in_use": backbones_in_use, "model_seeds": model_seeds}
+
+
+def group_models(params: Params, groups: tuple[str, ...]) -> list[str]:
+    """The variants of these model groups (models, ablations, zero_shot), in order."""
+    return [name for group in groups for name in params.get(group)]
+
+
+def every_value(params: Params, template: str, fixed: dict[str, str]) -> list[str]:
+    """Every configured path of `template`: the wildcards in `fixed` as given, each other one over its configured
+    values (every dataset; every evaluated model, each with its own seeds)."""
+    names = re.findall(r"\{(\w+)\}", template)
+    datasets = [fixed["dataset"]] if "dataset" in fixed else params.get("datasets")
+    models = [fixed["model"]] if "model" in fixed else params.evaluated_models
+    paths = []
+    for dataset in datasets:
+        for model in models:
+            for seed in ([fixed["seed"]] if "seed" in fixed else params.seeds_for(model)):
+                values = {**fixed, "dataset": dataset, "model": model, "seed": seed}
+                paths.append(template.format(**{name: values[name] for name in names}))
+    return list(dict.fromkeys(paths))

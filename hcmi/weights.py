@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from hcmi.config import STILLS_TAG
 from hcmi.errors import HcmiError
 from hcmi.files import sha256sum, write_bytes
 from hcmi.model.backbone import model_config, open_clip_module, quiet_open_clip
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 # open_clip tags are plain names ("openai", "laion2b_s34b_b79k"); anything else is a file path
 PRETRAINED_TAG = re.compile(r"[A-Za-z0-9_-]+")
-# the embedded benchmark's own pretraining (params `pretrain`), named like an open_clip tag
-STILLS_TAG = "synthetic-stills"
+# the embedded benchmark's own pretraining (params `pretrain`) is named like an open_clip tag: STILLS_TAG
 
 
 class WeightsError(HcmiError, RuntimeError):

@@ -18,7 +18,7 @@ def test_slurm_profile_dry_run_requests_params_resources_for_training(tmp_path):
     params["compute"].update(train_threads=3, train_gpus=2, train_mem_mb=64000, train_runtime_min=720)
     workdir = copy_workflow(tmp_path / "wf", params)
     # a dry run is a local run: --cores only keeps it from scaling the threads down to 1
-    result = snakemake(workdir, "-n", "all", "--profile", "workflow/profiles/slurm", "--cores", "8")
+    result = snakemake(workdir, "-n", "all", "--profile", "profiles/slurm", "--cores", "8")
     out = result.stdout + result.stderr
     train_jobs = re.findall(r"rule train:\n(.*?)\nShell command", out, flags=re.S)
     assert len(train_jobs) == 3, out[-3000:]
@@ -35,13 +35,13 @@ def test_no_rule_needs_cores_under_the_cluster_executor(tmp_path):
     # unlike a dry run (local, one core by default), --summary evaluates every rule under the SLURM executor,
     # where no --cores is given: a rule asking for `workflow.cores` threads fails there
     workdir = copy_workflow(tmp_path / "wf", tiny_params_dict())
-    result = snakemake(workdir, "--summary", "all", "bench", "--profile", "workflow/profiles/slurm", check=False)
+    result = snakemake(workdir, "--summary", "all", "bench", "--profile", "profiles/slurm", check=False)
     out = result.stdout + result.stderr
     assert result.returncode == 0 and "data/bench/summary.md" in out, out[-3000:]
 
 
 def test_the_profile_names_its_job_status_command():
-    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert profile["slurm-status-command"] in ("sacct", "squeue")
     assert "cpus_per_task" not in str(profile.get("set-resources", {})), "CPUs come from params, not the profile"
 

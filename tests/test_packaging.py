@@ -9,6 +9,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import tomllib
+
 import yaml
 
 from conftest import REPO, tiny_params_dict
@@ -19,7 +21,8 @@ TIMEOUT_S = 300
 
 def test_an_installed_wheel_validates_params_and_renders_a_report(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
-    shutil.copytree(REPO / "hcmi", source / "hcmi", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("hcmi", "notebooks"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
@@ -64,3 +67,11 @@ def test_an_installed_wheel_validates_params_and_renders_a_report(tmp_path):
     assert report.returncode == 0, report.stderr[-3000:]
     html = layout.report("msrvtt").read_text()
     assert "Against the published figures" in html and "54.5 ± 0.5" in html
+
+
+def test_every_package_of_the_source_tree_is_in_the_wheel():
+    """pyproject.toml lists the packages (the notebooks folder is mapped into the package): a new subpackage must be
+    added there, or an installed hcmi would lack it."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "hcmi").rglob("__init__.py")}
+    assert found | {"hcmi.notebooks"} == listed

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_params_dict
-from workflow_helpers import copy_workflow, dvc, planned_rules, run, snakemake, write_params
+from workflow_helpers import copy_workflow, dvc, planned_jobs, planned_rules, run, snakemake, write_params
 
 from hcmi import checkpoints
 
@@ -223,6 +223,18 @@ def test_a_loss_edit_reruns_training_and_what_follows_and_nothing_else(snakemake
         assert set(ran) == TRAINING_AND_AFTER | {"index"}, ran
         assert ran["train"] == ran["evaluate"] == 3 and ran["index"] == 2, ran  # the ablation has no index
         assert changed_dvc_stages(clone) == Counter()
+
+
+def test_a_head_edit_retrains_only_the_variants_built_with_that_head(snakemake_run):
+    """hcmi/model/hcmi.py is the code of HCMI and its ablation, not of the baseline nor of the zero-shot row."""
+    head = snakemake_run / "hcmi/model/hcmi.py"
+    first_line = head.read_text().splitlines()[0]
+    with edited(head, first_line, first_line + "  "):
+        jobs = planned_jobs(snakemake_run, "all", *TINY)
+        trained = sorted(job["command"].split("--model ")[1].split()[0] for job in jobs if job["rule"] == "train")
+        assert trained == ["hcmi", "hcmi-no-frame-word"], trained
+        assert sum(job["rule"] == "evaluate" for job in jobs) == 2
+    assert nothing_to_do(snakemake_run, *TINY)
 
 
 def test_a_report_edit_reruns_only_the_reports(snakemake_run, dvc_origin):

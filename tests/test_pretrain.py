@@ -158,8 +158,7 @@ def test_the_paper_config_fine_tunes_openai_weights_and_pretrains_nothing():
     """config/paper.yaml keeps its meaning: every backbone it uses is OpenAI's CLIP, fine-tuned at CLIP4Clip's rate,
     so its weights step fetches and never pretrains on the embedded benchmark's stills."""
     from hcmi.steps.common import load_params
-    from hcmi.steps.weights import backbones_in_use
 
     params = load_params(["params.yaml", "config/paper.yaml"])
-    assert {b["pretrained"] for b in backbones_in_use(params)} == {"openai"}
+    assert {b["pretrained"] for b in params.backbones_in_use()} == {"openai"}
     assert params.get("train.backbone_lr_scale") == 0.001 and "zero-shot" in params.get("zero_shot")

@@ -1,5 +1,5 @@
 """The cluster path on a real one-node SLURM (the `slurm_cluster` fixture: Debian's slurmctld, slurmd and munge): the
-README's `snakemake --profile workflow/profiles/slurm all` runs the tiny pipeline with every job submitted through
+README's `snakemake --profile profiles/slurm all` runs the tiny pipeline with every job submitted through
 sbatch; an scancel of the training job midway is retried and training resumes from its checkpoint to the weights of
 an uninterrupted run; a job larger than every node stops the workflow before anything is queued."""
 
@@ -24,7 +24,7 @@ from workflow_helpers import BIN, copy_workflow
 require_slurm_plugin()
 pytestmark = pytest.mark.slow
 
-PROFILE = ("--profile", "workflow/profiles/slurm")
+PROFILE = ("--profile", "profiles/slurm")
 # The test cluster keeps no job accounting, so job states come from squeue (see the profile). Its jobs last
 # seconds: the first status check comes after 1 s instead of the plugin's 40. SLURM's log of every job is kept,
 # as evidence that the job ran under SLURM.

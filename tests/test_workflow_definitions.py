@@ -1,12 +1,13 @@
-"""Every step is declared once (hcmi/pipeline.py) and both workflows follow from it: the committed dvc.yaml is the
-generated one, and Snakemake and DVC run the same commands with the same outputs, parameters and dependencies."""
+"""Every step is declared once (hcmi/pipeline.py) and both workflows follow from it: the committed Snakemake rules
+(workflow/rules/steps.smk) and dvc.yaml are the generated ones, and Snakemake and DVC run the same commands with the
+same outputs, parameters and dependencies."""
 
 import re
 
 import pytest
 
 from hcmi import pipeline
-from hcmi.steps import dvc_yaml
+from hcmi.steps import workflow_files
 
 from conftest import REPO, tiny_params_dict
 from workflow_helpers import copy_workflow, planned_jobs, snakemake
@@ -21,8 +22,35 @@ def params_with_matrix() -> dict:
     return params
 
 
-def test_the_committed_dvc_yaml_is_generated_from_the_step_table():
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml.render(), "run `hcmi dvc-yaml` after editing hcmi/pipeline.py"
+@pytest.mark.parametrize("name", list(workflow_files.FILES))
+def test_the_committed_workflow_files_are_generated_from_the_step_table(name):
+    assert (REPO / name).read_text() == workflow_files.FILES[name](), \
+        "run `hcmi workflow-files` after editing hcmi/pipeline.py"
+
+
+def test_a_stale_workflow_file_is_named_and_rewritten(tmp_path):
+    for name in workflow_files.FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(workflow_files.FILES[name]())
+    rules = tmp_path / "workflow/rules/steps.smk"
+    rules.write_text(rules.read_text().replace("rule train:", "rule training:"))
+    with pytest.raises(workflow_files.WorkflowFilesDiffer, match="workflow/rules/steps.smk"):
+        workflow_files.run(tmp_path, check=True)
+    assert workflow_files.run(tmp_path) == ["workflow/rules/steps.smk"]
+    workflow_files.run(tmp_path, check=True)
+
+
+def test_every_rule_reads_as_text():
+    """A reader greps `rule train:` and finds its named inputs and outputs, log, threads and resources."""
+    text = (REPO / "workflow/rules/steps.smk").read_text()
+    for step in pipeline.STEPS:
+        rule = re.search(rf"^rule {step.name}:\n(.*?)(?=^rule |\Z)", text, re.M | re.S)
+        assert rule, step.name
+        body = rule.group(1)
+        for name, path in {**step.inputs, **step.outputs, **step.metrics}.items():
+            assert re.search(rf"^\s+{name}=[^=]*?{re.escape(path)}", body, re.M), (step.name, name)
+        assert f'"{step.log}",' in body and "shell:" in body
+    assert "threads: param(\"compute.train_threads\")" in text and "mem_mb=param(\"compute.train_mem_mb\")" in text
 
 
 def snakemake_steps(workdir, params):
@@ -93,18 +121,21 @@ def test_every_step_has_its_own_code_and_the_layers_show_in_it():
     assert "hcmi/losses.py" in code["train"] and "hcmi/losses.py" not in code["evaluate"]
     assert not any(path.startswith("hcmi/model/") for step in ("download", "parse", "sample") for path in code[step]), \
         "sampling and downloads never run model code"
-    assert "hcmi/report/tables.py" in code["dataset_report"] and "hcmi/report/notebooks/report.ipynb" in code[
+    assert "hcmi/report/tables.py" in code["dataset_report"] and "notebooks/report.ipynb" in code[
         "dataset_report"]
-    assert not any(path.startswith("hcmi/report/") for path in code["train"] | code["evaluate"])
+    assert not any(path.startswith(("hcmi/report/", "notebooks/")) for path in code["train"] | code["evaluate"])
     assert "hcmi/model/configs/hcmi-tiny.json" in code["train"], "data folders beside a module are its code"
     assert "hcmi/cli.py" not in set().union(*code.values()), "the command line only parses arguments"
 
 
-def test_every_watched_value_is_derived_in_the_workflow():
-    derived = re.search(r"^DERIVED = \{(.*?)\}$", (REPO / "workflow/rules/common.smk").read_text(), re.M | re.S)
-    names = set(re.findall(r'"(\w+)":', derived.group(1)))
-    watched = {step.watches for step in pipeline.STEPS if step.watches}
-    assert watched and watched <= names, (watched, names)
+def test_a_head_edit_changes_the_code_of_only_the_variants_that_use_it():
+    """hcmi/model/hcmi.py is HCMI's code, not the baseline's: editing it re-trains HCMI and its ablations only."""
+    train = pipeline.STEP["train"]
+    hcmi_code, baseline_code = set(pipeline.code_files(train, "hcmi")), set(pipeline.code_files(train, "meanp"))
+    assert "hcmi/model/hcmi.py" in hcmi_code and "hcmi/model/hcmi.py" not in baseline_code
+    assert "hcmi/model/baseline.py" in baseline_code and "hcmi/model/baseline.py" not in hcmi_code
+    assert set(pipeline.code_files(train)) == hcmi_code | baseline_code  # DVC's stages, over a whole model group
+    assert pipeline.code_hash(train, "hcmi") != pipeline.code_hash(train, "meanp")
 
 
 def test_snakemake_lint_has_no_findings_but_the_conda_recommendation(tmp_path):

@@ -11,6 +11,9 @@ from hcmi.model.retrieval import RetrievalModel
 class MeanPooling(RetrievalModel):
     levels = ("video_sentence",)
 
+    def __init__(self, backbone, params=None):  # every head is built from (backbone, params); mean pooling has none
+        super().__init__(backbone)
+
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         features = F.normalize(self.backbone.encode_frames(frames), dim=-1)
         weights = frame_mask.to(features.dtype).unsqueeze(-1)

@@ -1,4 +1,5 @@
-"""Rendering the report notebooks: papermill executes a notebook (shipped inside the package, in notebooks/) with
+"""Rendering the report notebooks: papermill executes a notebook (notebooks/ at the top level; an installed wheel
+carries them inside the package) with
 parameters, nbconvert turns the result into a self-contained HTML page (code hidden, figures embedded), written
 atomically next to the executed notebook."""
 
@@ -8,15 +9,13 @@ import logging
 import tempfile
 from pathlib import Path
 
+from hcmi.codebase import notebooks_dir
 from hcmi.files import write_text
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
-
-
 def notebook_path(name: str) -> Path:
-    return NOTEBOOKS / name
+    return notebooks_dir() / name
 
 
 def render(notebook: Path, parameters: dict, html_out: Path) -> Path:

@@ -1,5 +1,5 @@
 """`hcmi snapshot --dataset D --model M`: the model.pt of a variant evaluated without training (params `zero_shot`):
-the backbone's weights as they are (e.g. OpenAI's CLIP), with the variant's head freshly built — for the mean-pooling
+the backbone's weights as they are (such as OpenAI's CLIP), with the variant's head freshly built — for the mean-pooling
 head, CLIP's zero-shot retrieval. Evaluation then reads it like any trained model (its seed is 0); its training and
 validation logs are written empty, as no step was taken."""
 

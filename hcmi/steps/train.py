@@ -99,7 +99,7 @@ def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, di
     # the run's identity: a state written for other parameters, data or code is never resumed (the world size is
     # not part of it: a run may resume on another number of GPUs)
     identity = fingerprint(params.declared_values(), seed, fingerprints(_inputs(layout, dataset)),
-                           codebase.code_hash(__name__))
+                           codebase.code_hash(__name__, heads=(objective.head,)))
     return TrainingJob(build_model(objective, backbone), objective, pairs, validation, cfg, seed,
                        layout.train_state(dataset, variant, seed), identity, run_env, dist)
 

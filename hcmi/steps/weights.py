@@ -9,32 +9,13 @@ import time
 
 import pandas as pd
 
-from hcmi import codebase, provenance, runtime, weights
+from hcmi import codebase, config, provenance, runtime, weights
 from hcmi.data.stills import StillsSource, render_stills, stills
 from hcmi.files import fingerprint, read_json, write_json, write_table
 from hcmi.model.backbone import create_backbone, input_size
 from hcmi.pretrain import Corpus, PretrainConfig, pretrain
 
 log = logging.getLogger(__name__)
-
-# the compute parameters pretraining's numbers depend on (hcmi/runtime.py)
-PRETRAIN_COMPUTE = ("compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic")
-
-
-def backbones_in_use(params) -> list[dict]:
-    """Every distinct backbone that the configured variants (trained or zero-shot) use, in order."""
-    found: list[dict] = []
-    for variant in params.evaluated_models:
-        backbone = params.backbone_dict(variant)
-        if backbone not in found:
-            found.append(backbone)
-    return found
-
-
-def pretraining_inputs(params) -> dict:
-    """What pretraining on stills depends on: params `pretrain` and the compute parameters that set its numbers."""
-    return {"pretrain": params.get("pretrain"), **{key: params.get(key) for key in PRETRAIN_COMPUTE}}
-
 
 def corpus(source: StillsSource, part: str, image_size: int) -> Corpus:
     items = stills(source, part)
@@ -47,7 +28,7 @@ def pretrain_on_stills(params, layout, name: str) -> dict:
     unless that file was made from the same parameters and code; returns what the pretraining measured."""
     path = weights.weights_file(name, weights.STILLS_TAG, layout.weights())
     record_path = path.with_suffix(".json")
-    identity = fingerprint(name, pretraining_inputs(params), codebase.code_hash(__name__))
+    identity = fingerprint(name, params.pretraining_inputs(), codebase.code_hash(__name__))
     if path.exists() and record_path.exists() and read_json(record_path).get("identity") == identity:
         log.info("backbone %s: %s is up to date", name, path)
         return read_json(record_path)
@@ -68,8 +49,8 @@ def pretrain_on_stills(params, layout, name: str) -> dict:
     write_table(path.with_suffix(".log.csv"), pd.DataFrame(result.log_rows))
     record = {"identity": identity, "held_out": result.held_out, "steps": len(result.log_rows),
               "provenance": provenance.collect(
-                  module=__name__, params=provenance.params_record(["pretrain", *PRETRAIN_COMPUTE],
-                                                                   pretraining_inputs(params)),
+                  module=__name__, params=provenance.params_record(["pretrain", *config.PRETRAIN_COMPUTE],
+                                                                   params.pretraining_inputs()),
                   data={}, runtime=run_env, started=started)}
     write_json(record_path, record)
     return record
@@ -77,7 +58,7 @@ def pretrain_on_stills(params, layout, name: str) -> dict:
 
 def run(params, layout) -> list[dict]:
     records = []
-    for b in backbones_in_use(params):
+    for b in params.backbones_in_use():
         pretraining = pretrain_on_stills(params, layout, b["name"]) if b["pretrained"] == weights.STILLS_TAG else None
         record = weights.obtain(b["name"], b["pretrained"], layout.weights())
         if pretraining:

@@ -1,12 +1,15 @@
 # Shared definitions: the parameters validated once (by hcmi's own check, which names a bad key and suggests the
-# right one), the params file every hcmi command reads, wildcard constraints, and the values starred paths expand to.
+# right one), the params file every hcmi command reads, wildcard constraints, and the helpers the rules of steps.smk
+# call. Every helper is a thin call into the package (hcmi/pipeline.py, hcmi/config.py): nothing is defined twice.
 
 import re
 from pathlib import Path
 
 import yaml
 
-from hcmi.config import ConfigError, coerce_strings
+from hcmi import pipeline
+from hcmi.config import ConfigError, Params, coerce_strings
+from hcmi.files import write_text
 from hcmi.steps.common import validate_params
 
 # `--config train='{"epochs": 6}'` reaches Snakemake with "6" as a string: parse such values as the schema wants
@@ -15,6 +18,7 @@ try:
     validate_params(config, "params (params.yaml + --configfile/--config overrides)")
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+PARAMS = Params(config, "params (params.yaml + --configfile/--config overrides)")
 
 
 def effective_params_file(cfg) -> str:
@@ -24,10 +28,7 @@ def effective_params_file(cfg) -> str:
     path = Path(".snakemake/hcmi/params.yaml")
     text = yaml.safe_dump(cfg, sort_keys=True)
     if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
     return str(path)
 
 
@@ -43,57 +44,33 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-# compared models run with every seed, ablation variants with the ablation seeds, zero-shot variants (never trained)
-# once, as seed 0
-GROUPS = {"models": config["models"], "ablations": config["ablations"], "zero_shot": config["zero_shot"]}
-ALL_MODELS = config["models"] + config["ablations"] + config["zero_shot"]
-
-
-def seeds_for(model):
-    if model in config["models"]:
-        return config["seeds"]
-    return [0] if model in config["zero_shot"] else config["ablation_seeds"]
-
-
-STILLS_TAG = "synthetic-stills"  # backbone.pretrained: pretrained by the weights step on the embedded still images
-PRETRAIN_COMPUTE = ("compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic")
-
-
-def backbones_in_use(wildcards):
-    """The distinct backbones (name and weights) of every configured variant, and the pretraining parameters where a
-    backbone is pretrained on stills: what the weights record depends on, so that adding a variant on a backbone
-    already in use, or changing pretraining that no backbone uses, re-runs nothing."""
-    found = []
-    for model in ALL_MODELS:
-        backbone = {**config["backbone"], **config["variants"][model].get("backbone", {})}
-        if backbone not in found:
-            found.append(backbone)
-    if any(backbone["pretrained"] == STILLS_TAG for backbone in found):
-        found.append({"pretrain": config["pretrain"], **{key: param(key) for key in PRETRAIN_COMPUTE}})
-    return found
-
-
-def model_seeds(wildcards):
-    """The seeds one model is summarized over: adding a variant to another group re-runs no other model's summary."""
-    return seeds_for(wildcards.model)
-
-
-# values derived from the parameters that a step's Snakemake rule watches instead of the keys it declares
-DERIVED = {"backbones_in_use": backbones_in_use, "model_seeds": model_seeds}
-
-
-def model_names(groups):
-    """A wildcard constraint matching exactly the variants of these model groups (nothing when they are empty)."""
-    names = [name for group in groups for name in GROUPS[group]]
-    return "|".join(re.escape(name) for name in names) if names else "(?!)"
-
-
 def param(key):
-    """The value of a dotted params key."""
-    value = config
-    for part in key.split("."):
-        value = value[part]
-    return value
+    """The value of a dotted params key (threads and resources)."""
+    return PARAMS.get(key)
+
+
+def declared(wildcards, *keys):
+    """{key: value} of the parameters a job's step declares (wildcards filled in): a rule param, so changing any of
+    them re-runs the job."""
+    return {key: PARAMS.get(key) for key in (key.format(**wildcards) for key in keys)}
+
+
+def code_hash(step, model=None):
+    """The hash of a step's code; for a job that builds a model, of the code of that model's head only."""
+    head = None if model is None else PARAMS.variant(model).head
+    return pipeline.code_hash(pipeline.STEP[step], head)
+
+
+def every_value(template, wildcards):
+    """Every configured path of an input template: the rule's wildcards as given, each other one over its configured
+    values (every dataset; every evaluated model, each with its own seeds)."""
+    return pipeline.every_value(PARAMS, template, dict(wildcards.items()))
+
+
+def model_names(*groups):
+    """A wildcard constraint matching exactly the variants of these model groups (nothing when they are empty)."""
+    names = pipeline.group_models(PARAMS, groups)
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
 def check_jobs_fit_slurm_nodes():

@@ -1,7 +1,7 @@
 # hcmi workflow: download -> parse -> sample -> train -> evaluate -> summarize -> report, for every dataset x model x
-# seed in params.yaml. Every rule runs one `hcmi` command and is generated from the step table in hcmi/pipeline.py,
-# from which dvc.yaml is generated too: both workflows run the same commands on the same paths. Run from the
-# repository root, Snakemake finds this file and the profile beside it (workflow/profiles/default) by itself.
+# seed in params.yaml. Every rule (workflow/rules/steps.smk) runs one `hcmi` command; those rules and dvc.yaml are
+# both written from the step table in hcmi/pipeline.py, so both workflows run the same commands on the same paths.
+# Run from the repository root, Snakemake finds this file and the profile beside it (profiles/default) by itself.
 #
 #   snakemake --cores 8 all                                  # the embedded synthetic benchmark (CPU, offline)
 #   snakemake --cores 8 all --configfile config/paper.yaml   # the paper's runs (GPU, real datasets)
@@ -18,9 +18,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-include: "rules/common.smk"
-include: "rules/steps.smk"
-include: "rules/bench.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/steps.smk"
+include: "workflow/rules/bench.smk"
 
 
 onstart:
