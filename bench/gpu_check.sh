@@ -21,7 +21,7 @@ PY="${PYTHON:-python3}"
 WHEELS="$REPO/.whl"
 # what a PyTorch image (torch, torchvision, numpy, pandas, pyarrow, pyyaml, tqdm, regex, timm, huggingface_hub,
 # safetensors, pytest) lacks to import hcmi's training and evaluation code: open_clip and the schema validator
-CARRIED=(open_clip_torch ftfy wcwidth jsonschema jsonschema-specifications referencing rpds-py)
+CARRIED=(open_clip_torch ftfy wcwidth pydantic pydantic-core annotated-types typing-inspection)
 
 prepare() {
     local version="${GPU_CHECK_PYTHON_VERSION:-3.12}" pins=() name
@@ -68,7 +68,7 @@ run_steps() {
     [ ! -d "$data" ] || data="$(cd "$data" && pwd)"  # absolute: the training run links into it from elsewhere
     cd "$REPO" || return 1
     # the carried wheels, where hcmi's dependencies are missing (not over an environment that has them)
-    if ! "$PY" -c "import open_clip, ftfy, jsonschema" 2> /dev/null && compgen -G "$WHEELS/*.whl" > /dev/null; then
+    if ! "$PY" -c "import open_clip, ftfy, pydantic" 2> /dev/null && compgen -G "$WHEELS/*.whl" > /dev/null; then
         "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
             "$WHEELS"/*.whl || { echo "run: installing the carried wheels failed" >&2; return 1; }
         export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"

@@ -47,7 +47,8 @@ from hcmi.config import load  # noqa: E402
 from hcmi.gradcache import cached_backward  # noqa: E402
 from hcmi.losses import retrieval_loss  # noqa: E402
 from hcmi.memory import Workload, estimate_memory  # noqa: E402
-from hcmi.model import build_model, create_backbone  # noqa: E402
+from hcmi.model import create_backbone  # noqa: E402
+from hcmi.model.factory import build_model  # noqa: E402
 from hcmi.model.backbone import tokenizer  # noqa: E402
 from hcmi.optim import make_optimizer, param_groups  # noqa: E402
 
@@ -155,7 +156,8 @@ class Bench:
         False: the same step without it and without denoising, to measure what the second view costs)."""
         model, optimizer, objective = self.models[head], self.optimizers[head], self.objectives[head]
         if not two_views:
-            objective = replace(objective, denoise=replace(objective.denoise, method="none"))
+            plain = objective.denoise.model_copy(update={"method": "none"})
+            objective = objective.model_copy(update={"denoise": plain})
         second = None
         if objective.two_views:
             with torch.no_grad(), self.autocast():

@@ -79,7 +79,8 @@ def cmd_workflow_files(params, layout, args) -> None:
 
     written = workflow_files.run(Path("."), check=args.check)
     names = ", ".join(workflow_files.FILES)
-    print(f"{names}: match the step table" if args.check else f"{names}: {len(written)} rewritten from the step table")
+    print(f"{names}: match the declarations" if args.check
+          else f"{names}: {len(written)} rewritten from the declarations")
 
 
 def cmd_index(params, layout, args) -> None:

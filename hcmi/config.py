@@ -1,7 +1,7 @@
 """The parameters: params.yaml (plus override files and key=value settings), validated before any work.
 
-params.yaml is the single source of every parameter. Its JSON schema (hcmi/params.schema.yaml, shipped inside the
-package) closes every object, so a misspelled key fails with an error that names it and suggests the right one.
+params.yaml holds the value of every parameter; hcmi/parameters.py declares each one once (type, allowed values,
+meaning). Every section is closed, so a misspelled key fails with an error that names it and suggests the right one.
 
 A step reads its parameters through a view restricted to the keys it declares (hcmi/pipeline.py): reading any other
 key raises UndeclaredParameter, so the parameters Snakemake and DVC watch for a step are exactly the ones it uses.
@@ -15,16 +15,15 @@ import copy
 import difflib
 import os
 import re
-from dataclasses import dataclass, fields
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
+from hcmi import parameters
 from hcmi.errors import HcmiError
+from hcmi.parameters import ModelParams, SyntheticSource
 
-SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 DEFAULT_PARAMS = "params.yaml"
 STILLS_TAG = "synthetic-stills"  # backbone.pretrained: pretrained by `hcmi weights` on the embedded still images
 # the compute parameters that pretraining's numbers depend on (hcmi/runtime.py)
@@ -45,76 +44,9 @@ class UndeclaredParameter(HcmiError, KeyError):
         return str(self.args[0])
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# typed values handed to code below the steps (the model and the synthetic generator know nothing of params)
-
-
-@dataclass(frozen=True)
-class SyntheticSource:
-    seed: int
-    n_train: int
-    n_val: int
-    n_test: int
-    captions_per_video: int
-    min_events: int
-    max_events: int
-    event_seconds: float
-    fps: int
-    size: int
-    false_negative_rate: float
-    hard_negative_rate: float
-
-
-@dataclass(frozen=True)
-class DenoiseParams:
-    method: str  # two_view | soft_targets | none
-    similarity: str  # two_view: frames (segment-aligned) | video
-    latent_weight: float
-    max_confidence: float
-    temperature: float
-
-
-@dataclass(frozen=True)
-class EnhanceParams:
-    method: str  # triplet | reweight | none
-    margin: float
-    weight: float
-    scope: str  # final | levels
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    """The retrieval head and objective of one variant (params `model` merged with `variants.<name>`)."""
-
-    head: str
-    temporal_layers: int
-    clip_clusters: int
-    phrase_clusters: int
-    aggregation: str
-    sentence: str
-    levels: dict
-    denoise: DenoiseParams
-    enhance: EnhanceParams
-
-    @property
-    def two_views(self) -> bool:
-        """Training needs a second, independently drawn view of every video (two-view label denoising)."""
-        return self.denoise.method == "two_view"
-
-
-def _build(cls, values: Mapping[str, Any]):
-    return cls(**{f.name: values[f.name] for f in fields(cls)})
-
-
 def model_params(values: Mapping[str, Any]) -> ModelParams:
-    values = dict(values)
-    values["denoise"] = _build(DenoiseParams, values["denoise"])
-    values["enhance"] = _build(EnhanceParams, values["enhance"])
-    return _build(ModelParams, values)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the parameters, readable key by key
+    """The typed model section of a variant (a merged `model` + `variants.<name>` dict, as checkpoints store it)."""
+    return ModelParams.model_validate(dict(values))
 
 
 def _covers(declared: str, key: str) -> bool:
@@ -207,7 +139,7 @@ class Params:
         return [ZERO_SHOT_SEED] if variant in self.get("zero_shot") else self.get("ablation_seeds")
 
     def synthetic(self) -> SyntheticSource:
-        return _build(SyntheticSource, self.get("data.synthetic.source"))
+        return SyntheticSource.model_validate(self.get("data.synthetic.source"))
 
     def _variant(self, name: str) -> dict:
         if not self.has(f"variants.{name}"):
@@ -329,88 +261,34 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict:
-    return load_yaml(SCHEMA_PATH.read_text())
+def _shown_path(raw: Any, loc: tuple) -> str:
+    """The dotted key of an error location: the parts of `loc` that are keys of the given params (a location may go on
+    into the members of a union), and the first missing one."""
+    parts, node = [], raw
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            if isinstance(part, str) and not parts or isinstance(node, Mapping):
+                parts.append(str(part))
+            break
+        parts.append(str(part))
+    return ".".join(parts)
 
 
-def _resolve_ref(node: Mapping) -> Mapping:
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target: Any = schema()
-    for part in ref.lstrip("#/").split("/"):
-        target = target[part]
-    return target
-
-
-def _subschemas(node: Mapping) -> list[Mapping]:
-    node = _resolve_ref(node)
-    return [node] + [s for sub in node.get("allOf", []) for s in _subschemas(sub)]
-
-
-def _allowed_keys(node: Mapping) -> list[str]:
-    return [key for sub in _subschemas(node) for key in sub.get("properties", {})]
-
-
-def _child_schema(node: Mapping, key) -> list[Mapping]:
-    children = []
-    for sub in _subschemas(node):
-        if key in sub.get("properties", {}):
-            children.append(sub["properties"][key])
-        elif isinstance(sub.get("additionalProperties"), Mapping):
-            children.append(sub["additionalProperties"])
-        elif isinstance(key, int) and isinstance(sub.get("items"), Mapping):
-            children.append(sub["items"])
-    return children
-
-
-def _schema_types(nodes: list[Mapping]) -> set:
-    types = set()
-    for node in nodes:
-        for sub in _subschemas(node):
-            kind = sub.get("type")
-            types.update(kind if isinstance(kind, list) else [kind] if kind else [])
-    return types
-
-
-def coerce_strings(value: Any, nodes: list[Mapping] | None = None) -> Any:
-    """Scalars given as strings where the schema wants numbers, booleans or null are parsed as YAML: Snakemake's
-    `--config key='{"a": 6}'` hands nested values over as strings."""
-    nodes = [schema()] if nodes is None else nodes
-    if isinstance(value, Mapping):
-        return {k: coerce_strings(v, [c for n in nodes for c in _child_schema(n, k)]) for k, v in value.items()}
-    if isinstance(value, list):
-        return [coerce_strings(v, [c for n in nodes for c in _child_schema(n, i)]) for i, v in enumerate(value)]
-    types = _schema_types(nodes) if isinstance(value, str) else set()
-    if "null" in types and value in ("null", "~", "None"):
-        return None
-    if types and "string" not in types:
-        try:
-            parsed = load_yaml(value)
-        except yaml.YAMLError:
-            return value
-        return parsed if not isinstance(parsed, (str, Mapping, list)) else value
-    return value
-
-
-def _describe(error, source: str) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = _allowed_keys(error.schema) or []
-        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        parts = []
-        for key in extra:
-            full = f"{path}.{key}" if path else key
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            parts.append(f"unknown key '{full}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        if parts:
-            return f"{source}: " + "; ".join(parts)
-    if error.validator == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
-        where = f"{path}." if path else ""
-        return f"{source}: missing key " + ", ".join(f"'{where}{k}'" for k in missing)
-    return f"{source}: key '{path or '<top level>'}': {error.message}"
+def _describe(error: Mapping, raw: Mapping, source: str) -> str:
+    loc = tuple(error["loc"])
+    path = _shown_path(raw, loc)
+    if error["type"] == "extra_forbidden":
+        section = parameters.section_model(loc[:-1])
+        known = list(section.model_fields) if section is not None else []
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        return f"{source}: unknown key '{path}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    if error["type"] == "missing":
+        return f"{source}: missing key '{path}'"
+    return f"{source}: key '{path or '<top level>'}': {error['msg']} (given: {error['input']!r})"
 
 
 def _cross_reference_problems(raw: Mapping, known_datasets: Iterable[str]) -> list[str]:
@@ -438,28 +316,29 @@ def _cross_reference_problems(raw: Mapping, known_datasets: Iterable[str]) -> li
     return problems
 
 
-def validate(raw: Mapping, source: str = "params", known_datasets: Iterable[str] | None = None) -> None:
-    """Check `raw` against the schema and the cross-references between sections; raise ConfigError naming the key.
-    `known_datasets`: the dataset registry's names (the caller passes them: config knows no data layer)."""
-    import jsonschema
+def validate(raw: Mapping, source: str = "params", known_datasets: Iterable[str] | None = None) -> dict:
+    """Check `raw` against the declarations (hcmi/parameters.py) and the cross-references between sections; raise
+    ConfigError naming each bad key. Returns the parameters as declared: values given as strings read as the numbers,
+    booleans or nulls they spell. `known_datasets`: the dataset registry's names (config knows no data layer)."""
+    from pydantic import ValidationError
 
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
+    try:
+        checked = parameters.Params.model_validate(dict(raw)).model_dump(exclude_unset=True)
+    except ValidationError as exc:
         messages = []
-        for error in errors:
-            msg = _describe(error, source)
-            if msg not in messages:
-                messages.append(msg)
-        raise ConfigError("\n".join(messages))
-    problems = _cross_reference_problems(raw, known_datasets if known_datasets is not None else raw["data"])
+        for error in sorted(exc.errors(), key=lambda e: (len(e["loc"]), list(map(str, e["loc"])))):
+            message = _describe(error, raw, source)
+            if message not in messages:
+                messages.append(message)
+        raise ConfigError("\n".join(messages)) from None
+    problems = _cross_reference_problems(checked, known_datasets if known_datasets is not None else checked["data"])
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return checked
 
 
 def from_dict(raw: Mapping, source: str = "params", known_datasets: Iterable[str] | None = None) -> Params:
-    validate(raw, source, known_datasets)
-    return Params(raw, source)
+    return Params(validate(raw, source, known_datasets), source)
 
 
 def default_params_files() -> list[str]:

@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hcmi.errors import HcmiError
-from hcmi.model import build_model
+from hcmi.model.factory import build_model
 from hcmi.model.backbone import Backbone, quiet_open_clip, model_config
 
 GB = 2**30
@@ -106,6 +106,27 @@ def local_batch(batch: int, gpus: int) -> int:
 
 # -- the plan ----------------------------------------------------------------------------------------------------
 
+def job_workload(params, dataset: str, model: str) -> Workload:
+    """The workload of one training job of the configuration (params: the job's parameter view)."""
+    data, train = params.dataset(dataset), params.train
+    return Workload(backbone=params.backbone_dict(model)["name"], head=params.variant(model), frames=data.max_frames,
+                    words=data.max_words, image_size=params.frames.image_size, amp=train.amp,
+                    checkpointing=train.grad_checkpointing)
+
+
+def job_chunk(params, dataset: str, model: str) -> int:
+    """The gradient-caching chunk of one training job: train.gradcache_chunk, or with `auto` the largest chunk whose
+    step fits compute.gpu_memory_gb on a GPU (0: no caching needed)."""
+    setting = params.train.gradcache_chunk
+    if setting != "auto":
+        return int(setting)
+    gpus = max(1, params.compute.train_gpus)
+    local = local_batch(params.train.batch_size, gpus)
+    budget = int(params.compute.gpu_memory_gb * GB)
+    chunk = largest_chunk(estimate_memory(job_workload(params, dataset, model)), params.train.batch_size, budget, gpus)
+    return 0 if chunk >= local else chunk
+
+
 def largest_chunk(estimate: MemoryEstimate, batch: int, budget_bytes: int, gpus: int = 1) -> int:
     """The largest gradient-caching chunk whose step fits budget_bytes per GPU (the process's whole batch when the
     plain step fits); MemoryPlanError when not even one item at a time fits."""
@@ -115,14 +136,15 @@ def largest_chunk(estimate: MemoryEstimate, batch: int, budget_bytes: int, gpus:
     fixed = estimate.static + estimate.input_per_item * local
     if fixed > budget_bytes:
         raise MemoryPlanError(
-            f"{_gb(budget_bytes)} GB is less than the static memory of this model ({_gb(estimate.static)} GB of "
-            f"parameters, gradients and AdamW states) plus the batch's inputs ({_gb(fixed - estimate.static)} GB)")
+            f"{gigabytes(budget_bytes)} GB is less than the static memory of this model "
+            f"({gigabytes(estimate.static)} GB of parameters, gradients and AdamW states) plus the batch's inputs "
+            f"({gigabytes(fixed - estimate.static)} GB)")
     if estimate.cached_peak(batch, 1, gpus) > budget_bytes:
         loss_phase = estimate.representation_per_item * batch + estimate.similarity(batch)
         raise MemoryPlanError(
-            f"{_gb(budget_bytes)} GB does not fit even one item per chunk: the step needs "
-            f"{_gb(estimate.cached_peak(batch, 1, gpus))} GB (the loss on the batch of {batch} alone "
-            f"{_gb(loss_phase)} GB, one item's graph {_gb(estimate.activations(1))} GB)")
+            f"{gigabytes(budget_bytes)} GB does not fit even one item per chunk: the step needs "
+            f"{gigabytes(estimate.cached_peak(batch, 1, gpus))} GB (the loss on the batch of {batch} alone "
+            f"{gigabytes(loss_phase)} GB, one item's graph {gigabytes(estimate.activations(1))} GB)")
     low, high = 1, local  # cached_peak grows with the chunk: the largest that fits, by bisection
     while low < high:
         middle = (low + high + 1) // 2
@@ -133,83 +155,11 @@ def largest_chunk(estimate: MemoryEstimate, batch: int, budget_bytes: int, gpus:
     return low
 
 
-@dataclass(frozen=True)
-class PlanJob:
-    """One training job of the plan: which data and model, and how it is trained."""
-
-    dataset: str
-    model: str
-    workload: Workload
-    batch: int
-    gpus: int = 1
-
-
-def plan_rows(jobs: list[PlanJob], budget_bytes: int) -> list[dict]:
-    """One row per job: the memory of its plain step, and the gradient-caching chunk that fits budget_bytes."""
-    estimates: dict = {}
-    rows = []
-    for job in jobs:
-        key = _workload_key(job.workload)
-        if key not in estimates:
-            estimates[key] = estimate_memory(job.workload)
-        rows.append(plan_row(job, estimates[key], budget_bytes))
-    return rows
-
-
-def plan_row(job: PlanJob, estimate: MemoryEstimate, budget_bytes: int) -> dict:
-    """The job's memory; when its plain step does not fit, the largest gradient-caching chunk that does (chunk and
-    cached_peak_gb are None when no caching is needed or none fits; the note says which)."""
-    w = job.workload
-    peak = estimate.peak(job.batch, job.gpus)
-    row = {"dataset": job.dataset, "model": job.model, "backbone": w.backbone, "frames": w.frames,
-           "words": w.words, "batch": job.batch, "gpus": job.gpus, "amp": w.amp, "checkpointing": w.checkpointing,
-           "static_gb": _gb(estimate.static), "activation_mb_per_item": round(estimate.activation_per_item / MB, 1),
-           "peak_gb": _gb(peak), "budget_gb": _gb(budget_bytes), "fits": peak <= budget_bytes,
-           "chunk": None, "cached_peak_gb": None, "note": ""}
-    if row["fits"]:  # no caching needed
-        return row
-    try:
-        chunk = largest_chunk(estimate, job.batch, budget_bytes, job.gpus)
-    except MemoryPlanError as exc:
-        row["note"] = str(exc)
-        return row
-    row.update(chunk=chunk, cached_peak_gb=_gb(estimate.cached_peak(job.batch, chunk, job.gpus)),
-               note=f"gradient caching with chunks of {chunk} keeps the batch of {job.batch}")
-    return row
-
-
-PLAN_COLUMNS = (("dataset", "dataset"), ("model", "model"), ("backbone", "backbone"), ("frames", "frames"),
-                ("words", "words"), ("batch", "batch"), ("gpus", "gpus"), ("amp", "amp"),
-                ("checkpointing", "ckpt"), ("static_gb", "static GB"), ("activation_mb_per_item", "MB/item"),
-                ("peak_gb", "peak GB"), ("fits", "fits"), ("chunk", "chunk"), ("cached_peak_gb", "cached GB"))
-
-
-def format_plan(rows: list[dict]) -> str:
-    """A fixed-width text table of plan rows, notes below it."""
-    cells = [[_cell(row.get(key)) for key, _ in PLAN_COLUMNS] for row in rows]
-    headers = [title for _, title in PLAN_COLUMNS]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    if rows:
-        lines.append(f"budget: {rows[0]['budget_gb']} GB per GPU")
-    lines += [f"{row['dataset']}/{row['model']}: {row['note']}" for row in rows if row.get("note")]
-    return "\n".join(lines)
-
-
-def _gb(value: int) -> float:
+def gigabytes(value: int) -> float:
     return round(value / GB, 2)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _workload_key(w: Workload) -> tuple:
+def workload_key(w: Workload) -> tuple:
     return (w.backbone, repr(w.head), w.frames, w.words, w.image_size, w.amp, w.checkpointing)
 
 

@@ -9,8 +9,10 @@ that into another results table. So every hcmi process pins the three before tor
 
     portable    x86-64-v3 (AVX2 + FMA): torch's AVX2 kernels, oneDNN at most AVX2, MKL's conditional numerical
                 reproducibility on its AVX2 branch in strict mode (fixed blocking, independent of cache sizes and
-                memory alignment). Machines with AVX2 agree, AVX-512 ones included; the default. No speed lost on an
-                AVX2 machine (bench/train_step.py --compare numerics measures it).
+                memory alignment). Machines of one vendor with AVX2 agree, AVX-512 ones included; an Intel and an
+                AMD machine do not (MKL keeps its branches identical across Intel processors only; measured:
+                docs/reproducibility.md). The default. No speed lost on an AVX2 machine (bench/train_step.py
+                --compare numerics measures it).
     compatible  any x86-64: torch's scalar kernels, oneDNN at most SSE4.1, MKL's COMPATIBLE branch (the one MKL
                 promises to give the same results on Intel and non-Intel processors alike). Slower matrix products.
     native      whatever the CPU offers (nothing pinned; the launcher's environment decides): fastest, per machine.
@@ -85,7 +87,7 @@ def check(mode: str) -> None:
 def record(mode: str | None) -> dict:
     """What decides the kernels of this process: for the provenance of every result."""
     record = {"mode": mode, "settings": {name: os.environ.get(name) for name in VARIABLES},
-              "machine": platform.machine(), "cpu": cpu_model(),
+              "machine": platform.machine(), "cpu": cpu_model(), "vendor": cpu_vendor(),
               "cpu_flags": [flag for flag in KERNEL_FLAGS if flag in cpu_flags()]}
     import torch
 
@@ -119,6 +121,15 @@ def cpu_flags() -> set[str]:
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (x86: GenuineIntel, AuthenticAMD; elsewhere the architecture): MKL's numerical
+    reproducibility holds on one vendor's processors (its COMPATIBLE branch aside), so pinned results are per vendor."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def cpu_model() -> str:

@@ -19,19 +19,9 @@ import torch.nn.functional as F
 from hcmi.logs import progress
 from hcmi.model.backbone import Backbone, tokenizer
 from hcmi.optim import make_optimizer, param_groups, warmup_cosine
+from hcmi.parameters import PretrainParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """params `pretrain` (see params.yaml for each value's meaning), without the corpus."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_fraction: float
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,8 @@ def retrieval(backbone: Backbone, corpus: Corpus, batch_size: int) -> dict:
             "images": len(same)}
 
 
-def pretrain(backbone: Backbone, corpus: Corpus, held_out: Corpus, cfg: PretrainConfig, seed: int) -> PretrainResult:
+def pretrain(backbone: Backbone, corpus: Corpus, held_out: Corpus, cfg: PretrainParams,
+             seed: int) -> PretrainResult:
     """Pretrain `backbone` in place (call after seeding: its initial weights come from the caller)."""
     tokens = tokenizer(backbone.name, backbone.context_length)(corpus.captions)
     images = torch.from_numpy(corpus.images)

@@ -21,12 +21,12 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from hcmi import checkpoints, metrics
+from hcmi import checkpoints, metrics, train_state
 from hcmi.data.loader import CaptionVideoPairs, EpochBatches, epoch_loader
 from hcmi.data.frames import FrameCache
 from hcmi.data.splits import RetrievalSplit
@@ -37,6 +37,7 @@ from hcmi.logs import progress as progress_bar
 from hcmi.losses import LossResult, retrieval_loss
 from hcmi.model.retrieval import RetrievalModel
 from hcmi.optim import make_optimizer, param_groups, warmup_cosine
+from hcmi.parameters import TrainParams
 from hcmi.runtime import Runtime
 from hcmi.scoring import score_split
 
@@ -45,30 +46,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(HcmiError, RuntimeError):
     """Training cannot go on (non-finite loss, unusable data); the message says where and why."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """params `train` (see params.yaml for each value's meaning)."""
-
-    epochs: float
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_fraction: float
-    grad_clip: float
-    accumulation_steps: int
-    backbone_lr_scale: float
-    grad_checkpointing: bool
-    amp: bool
-    workers: int
-    log_every: int
-    checkpoint_every: int
-    gradcache_chunk: int  # > 0: gradient caching in chunks of this many items (the step resolves `auto`)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -86,22 +63,12 @@ class TrainingJob:
     objective: object  # ModelParams: denoise and enhance sections
     pairs: CaptionVideoPairs
     validation: Validation | None
-    config: TrainConfig
+    config: TrainParams  # gradcache_chunk resolved to a number
     seed: int
     state_dir: Path
     fingerprint: str  # identifies the run: a state written for another fingerprint is never resumed
     runtime: Runtime
     dist: Distributed = field(default_factory=Distributed)
-
-
-@dataclass
-class Progress:
-    """What state/last.pt holds besides the weights and the optimizer."""
-
-    step: int = 0
-    best_score: float = -math.inf
-    train_rows: list = field(default_factory=list)
-    val_rows: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,55 +127,78 @@ class _Run:
         self.optimizer = make_optimizer(param_groups(self.model, cfg.lr, cfg.backbone_lr_scale, cfg.weight_decay))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.last_path, self.best_path = job.state_dir / "last.pt", job.state_dir / "best.pt"
-        self.progress = Progress()
+        self.progress = train_state.Progress()
 
-    # -- state ------------------------------------------------------------------------------------------------
+    # -- state (hcmi/train_state.py) -------------------------------------------------------------------------
 
     def save_state(self, finished: bool = False) -> None:
         if self.dist.is_main:
-            checkpoints.save(self.last_path, {
-                "fingerprint": self.job.fingerprint, "finished": finished, "step": self.progress.step,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": checkpoints.rng_state(),
-                "best_score": self.progress.best_score, "train_rows": self.progress.train_rows,
-                "val_rows": self.progress.val_rows})
+            train_state.save(self.last_path, self.job.fingerprint, self.progress, self.model, self.optimizer,
+                             self.scheduler, finished)
         self.dist.barrier()
 
     def resume(self) -> bool:
-        if not self.last_path.exists():
+        progress = train_state.restore(self.last_path, self.job.fingerprint, self.model, self.optimizer,
+                                       self.scheduler)
+        if progress is None:
             return False
-        try:
-            state = checkpoints.load(self.last_path, "training state")
-        except checkpoints.CheckpointError as exc:  # an unusable state is reported and replaced, never trusted
-            log.warning("%s; starting a fresh run", exc)
-            return False
-        if state["fingerprint"] != self.job.fingerprint:
-            log.info("%s belongs to another configuration or code: starting a fresh run", self.last_path)
-            return False
-        if state["finished"]:
-            log.info("%s is a finished run: training again from scratch", self.last_path)
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        checkpoints.set_rng_state(state["rng"])
-        self.progress = Progress(state["step"], state["best_score"], state["train_rows"], state["val_rows"])
-        log.info("resuming from step %d of %d (%s)", self.progress.step, self.total_steps, self.last_path)
+        self.progress = progress
+        log.info("resuming from step %d of %d (%s)", progress.step, self.total_steps, self.last_path)
         return True
 
-    def saved_step(self):
-        if not self.last_path.exists():
-            return "none written yet"
-        return checkpoints.load(self.last_path, "training state")["step"]
-
     # -- one optimizer step -----------------------------------------------------------------------------------
+
+    def optimizer_step(self, micro_batches) -> dict[str, float]:
+        """One optimizer step, top to bottom. Each contrastive batch of the accumulation (frames [B, views, N, H, W,
+        3]: view 0 is trained, view 1 only tells latent positives apart) adds its share of the gradient, computed at
+        once or, with gradient caching (hcmi/gradcache.py), chunk by chunk: the same gradients at the memory of one
+        chunk. Then clipping, the optimizer and the schedule. Returns the logged values averaged over the batches (a
+        diagnostic that is NaN in a batch, such as the precision of no latent positive, is left out of its mean)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        share = 1.0 / len(micro_batches)
+        collected: dict[str, list[float]] = {}
+        for i, (frames, mask, tokens, items) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1  # DDP reduces the gradients once: in the last batch's backward
+            frames = frames.to(self.device, non_blocking=True)
+            mask, tokens = mask.to(self.device, non_blocking=True), tokens.to(self.device)
+            second = self.encode_second_view(frames, mask)  # no gradients; None without two-view denoising
+
+            def loss_of(video, text):  # the batch's objective, from its local representations, at its share
+                result = self.objective(video, text, second, items)
+                return result.total * share, result
+
+            inputs = (frames[:, 0], mask, tokens)
+            if self.cfg.gradcache_chunk > 0:
+                _, result = cached_backward(self.forward, inputs, self.cfg.gradcache_chunk, loss_of,
+                                            sync_context=lambda last_chunk: self.synchronised(last and last_chunk),
+                                            forward_context=self.autocast)
+            else:
+                with self.synchronised(last), self.autocast():
+                    loss, result = loss_of(*self.forward(*inputs))
+                loss.backward()
+            values = {"loss": result.total.detach().float().item(),
+                      **{f"loss_{k}": v.detach().float().item() for k, v in result.parts.items()}, **result.stats}
+            self.check_finite(values)
+            for key, value in values.items():
+                collected.setdefault(key, []).append(value)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.progress.step += 1
+        return {key: _mean(values) for key, values in collected.items()}
 
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def second_view(self, frames, mask) -> dict | None:
+    def synchronised(self, reduce: bool):
+        """Around a backward: DDP reduces gradients across processes only where `reduce` (no_sync() elsewhere)."""
+        return contextlib.nullcontext() if reduce or not self.dist.enabled else self.forward.no_sync()
+
+    def encode_second_view(self, frames, mask) -> dict | None:
         """The gathered representation of each video's second view (two-view denoising), without gradients."""
         if frames.shape[1] < 2:
             return None
@@ -227,62 +217,13 @@ class _Run:
                                                    self.dist.gather({"items": items.to(self.device)})["items"]))
         return result
 
-    def micro_step(self, batch, share: float, synchronise: bool) -> dict[str, float]:
-        """Forward and backward of one contrastive batch (frames [B, views, N, H, W, 3]: view 0 is trained, view 1
-        only tells latent positives apart); gradients scaled by `share`. With gradient caching the batch is encoded
-        in chunks (hcmi/gradcache.py): the same objective and gradients at the memory of one chunk."""
-        frames, mask, tokens, items = batch
-        frames = frames.to(self.device, non_blocking=True)
-        mask, tokens = mask.to(self.device, non_blocking=True), tokens.to(self.device)
-        second = self.second_view(frames, mask)
-        outcome = {}
-
-        def loss_fn(video, text):
-            outcome["result"] = result = self.objective(video, text, second, items)
-            return result.total * share, {}
-
-        def sync(last: bool):
-            return contextlib.nullcontext() if (last and synchronise) or not self.dist.enabled else \
-                self.forward.no_sync()
-
-        inputs = (frames[:, 0], mask, tokens)
-        if self.cfg.gradcache_chunk > 0:
-            cached_backward(self.forward, inputs, self.cfg.gradcache_chunk, loss_fn, sync_context=sync,
-                            forward_context=self.autocast)
-        else:
-            with sync(True), self.autocast():
-                loss, _ = loss_fn(*self.forward(*inputs))
-            loss.backward()
-        result = outcome["result"]
-        values = {"loss": result.total.detach().float().item(),
-                  **{f"loss_{k}": v.detach().float().item() for k, v in result.parts.items()}, **result.stats}
-        self.check_finite(values)
-        return values
-
     def check_finite(self, values: dict) -> None:
         bad = {k: v for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)}
         if bad:
             level = next((k for k in bad if k != "loss"), "loss")
             raise TrainingError(
                 f"non-finite loss at step {self.progress.step + 1} ({level} = {bad[level]}); training stopped. "
-                f"The last good checkpoint is {self.last_path} (step {self.saved_step()}).")
-
-    def optimizer_step(self, micro_batches) -> dict[str, float]:
-        """One optimizer step over `accumulation_steps` contrastive batches; the logged values, averaged (a
-        diagnostic that is NaN in a batch, such as the precision of no latent positive, is left out of its mean)."""
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        collected: dict[str, list[float]] = {}
-        for i, batch in enumerate(micro_batches):
-            values = self.micro_step(batch, 1.0 / len(micro_batches), synchronise=i == len(micro_batches) - 1)
-            for key, value in values.items():
-                collected.setdefault(key, []).append(value)
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.progress.step += 1
-        return {key: _mean(values) for key, values in collected.items()}
+                f"The last good checkpoint is {self.last_path} (step {train_state.saved_step(self.last_path)}).")
 
     # -- validation -------------------------------------------------------------------------------------------
 

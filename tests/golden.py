@@ -8,6 +8,11 @@ Re-pin only for a deliberate change of what the pipeline computes (a new default
 in the same commit as that change and with the reason in its message (docs/reproducibility.md). A machine whose
 numbers differ from the pinned ones fails tests/test_golden.py instead of writing another results table.
 
+The fingerprints are pinned per CPU vendor (GenuineIntel, AuthenticAMD): MKL promises the same results on one vendor's
+processors only, and an Intel and an AMD machine gave other float32 results under the same pinned kernels
+(docs/reproducibility.md). `--update` writes this machine's vendor and leaves the others; the data (benchmark, frame
+caches) must agree across vendors, which tests/test_golden.py checks.
+
 Fingerprinted: the synthetic benchmark (its manifest: every video's sha256), the frame cache of each split (the
 shard bytes and the index's rows), the backbone pretrained on still images (`hcmi weights`), the trained weights of
 HCMI and the baseline (every tensor's name, dtype, shape and bytes) and every metric of their evaluation, exactly.
@@ -134,9 +139,22 @@ def differences(expected: dict, found: dict, prefix: str = "") -> list[str]:
     return [] if expected == found else [f"{prefix}: {expected!r} -> {found!r}"]
 
 
+def vendor() -> str:
+    sys.path.insert(0, str(REPO))
+    from hcmi.numerics import cpu_vendor
+
+    return cpu_vendor()
+
+
+def pinned() -> dict:
+    """{vendor: {"cpu": the CPU it was pinned on, and the fingerprints}}."""
+    return json.loads(GOLDEN.read_text())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update", action="store_true", help="write tests/golden/tiny.json from this run")
+    parser.add_argument("--update", action="store_true",
+                        help="write this CPU vendor's fingerprints into tests/golden/tiny.json from this run")
     parser.add_argument("--root", type=Path, help="where the run goes (default: a temporary folder)")
     args = parser.parse_args(argv)
     import tempfile
@@ -146,13 +164,21 @@ def main(argv=None) -> int:
         run_pipeline(root)
         found = fingerprints(root)
     if args.update:
+        from hcmi.numerics import cpu_model
+
+        everything = pinned() if GOLDEN.exists() else {}
+        everything[vendor()] = {"cpu": cpu_model(), **found}
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         tmp = GOLDEN.with_suffix(".tmp")
-        tmp.write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
         tmp.replace(GOLDEN)
-        print(f"{GOLDEN.relative_to(REPO)} written")
+        print(f"{GOLDEN.relative_to(REPO)}: {vendor()} written")
         return 0
-    diff = differences(json.loads(GOLDEN.read_text()), found)
+    if vendor() not in pinned():
+        print(f"no golden fingerprints for {vendor()} processors (pinned: {', '.join(pinned())})")
+        return 1
+    expected = {key: value for key, value in pinned()[vendor()].items() if key != "cpu"}
+    diff = differences(expected, found)
     print("\n".join(diff) if diff else "identical to the golden fingerprints")
     return 1 if diff else 0
 

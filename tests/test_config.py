@@ -97,20 +97,42 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
-def test_strings_from_the_snakemake_command_line_become_what_the_schema_wants():
-    from hcmi.config import coerce_strings
-
+def test_strings_from_the_snakemake_command_line_become_what_the_declarations_want():
     raw = tiny_params_dict()
     raw["train"]["epochs"] = "6"
     raw["seeds"] = ["0", "1"]
     raw["eval"]["dsl"] = "false"
     raw["backbone"]["pretrained"] = "null"
     raw["data"]["synthetic"]["source"]["event_seconds"] = "0.5"
-    fixed = coerce_strings(raw)
-    assert fixed["train"]["epochs"] == 6 and fixed["seeds"] == [0, 1] and fixed["eval"]["dsl"] is False
-    assert fixed["backbone"]["pretrained"] is None and fixed["data"]["synthetic"]["source"]["event_seconds"] == 0.5
-    assert fixed["backbone"]["name"] == raw["backbone"]["name"] and fixed["datasets"] == raw["datasets"]
-    from_dict(fixed)
+    params = from_dict(raw)
+    assert params.train.epochs == 6 and params.seeds == [0, 1] and params.eval.dsl is False
+    assert params.backbone.pretrained is None and params.get("data.synthetic.source.event_seconds") == 0.5
+    assert params.backbone.name == raw["backbone"]["name"] and params.datasets == raw["datasets"]
+    raw["backbone"]["name"] = 7  # a name is never read from a number
+    with pytest.raises(ConfigError, match="backbone.name"):
+        from_dict(raw)
+
+
+def test_each_parameter_is_declared_once_and_the_schema_is_generated_from_it():
+    """hcmi/parameters.py is the only declaration: the shipped params.yaml sets exactly the declared keys, the typed
+    objects are those declarations, and params.schema.json (for editors) is generated from them."""
+    import json
+
+    from hcmi import parameters
+    from hcmi.steps import workflow_files
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(raw["train"]) == set(parameters.TrainParams.model_fields)
+    assert set(raw["pretrain"]) == set(parameters.PretrainParams.model_fields)
+    assert set(raw["model"]) == set(parameters.ModelParams.model_fields)
+    params = load([REPO / "params.yaml"])
+    assert isinstance(params.variant("hcmi"), parameters.ModelParams)
+    assert isinstance(params.synthetic(), parameters.SyntheticSource)
+    schema = json.loads((REPO / "params.schema.json").read_text())
+    assert schema == json.loads(workflow_files.params_schema())
+    lr = schema["$defs"]["TrainParams"]["properties"]["lr"]
+    assert lr["type"] == "number" and lr["exclusiveMinimum"] == 0
+    assert schema["$defs"]["TrainParams"]["additionalProperties"] is False
 
 
 def test_a_step_reading_an_undeclared_parameter_fails():

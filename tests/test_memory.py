@@ -9,10 +9,11 @@ import torch
 
 
 from hcmi.losses import retrieval_loss
-from hcmi.memory import (MB, CudaAutocast, LiveBytes, MemoryPlanError, PlanJob, Workload, cuda_attention,
-                         encoder_step_bytes, estimate_memory, format_plan, largest_chunk, meta_model,
-                         plan_rows)
-from hcmi.model import build_model, create_backbone
+from hcmi.memory import (MB, CudaAutocast, LiveBytes, MemoryPlanError, Workload, cuda_attention,
+                         encoder_step_bytes, estimate_memory, largest_chunk, meta_model)
+from hcmi.steps.plan import PlanJob, format_plan, plan_rows
+from hcmi.model import create_backbone
+from hcmi.model.factory import build_model
 
 from conftest import tiny_params_dict, tiny_params_from
 

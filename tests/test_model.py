@@ -4,7 +4,8 @@ import torch
 from hcmi.config import model_params
 from hcmi.losses import (denoised_targets, latent_positives, margin_log_weights, positive_targets, retrieval_loss,
                          soft_cross_entropy, symmetric_info_nce, triplet_loss, view_similarities)
-from hcmi.model import build_model, create_backbone
+from hcmi.model import create_backbone
+from hcmi.model.factory import build_model
 from hcmi.model.aggregation import CLUSTERING, AdaptiveClustering, AttentionAggregation, uniform_assignment
 from hcmi.model.backbone import tokenizer
 from hcmi.model.similarity import cosine, max_mean

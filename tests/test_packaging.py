@@ -74,4 +74,5 @@ def test_every_package_of_the_source_tree_is_in_the_wheel():
     added there, or an installed hcmi would lack it."""
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "hcmi").rglob("__init__.py")}
-    assert found | {"hcmi.notebooks"} == listed
+    data = {"hcmi.model.configs"}  # folders of data files the code reads
+    assert found | data | {"hcmi.notebooks"} == listed

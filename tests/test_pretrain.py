@@ -18,7 +18,8 @@ import yaml
 
 from conftest import linked_root, tiny_params_dict, tiny_params_from
 from hcmi.data import synthetic
-from hcmi.data.stills import StillsSource, render_still, render_stills, stills
+from hcmi.data.stills import render_still, render_stills, stills
+from hcmi.parameters import PretrainParams
 from hcmi.weights import STILLS_TAG, read_state_dict, weights_file
 
 WEIGHTS = ("weights", "files", f"hcmi-tiny__{STILLS_TAG}.pt")
@@ -35,16 +36,22 @@ def run_weights(tmp_path, root, **pretrain):
     return json.loads((root / "weights" / "backbone.json").read_text())["backbones"][0], done.stderr
 
 
+def corpus_params(**values) -> PretrainParams:
+    """params `pretrain` (the shipped values) with `values` changed."""
+    return PretrainParams.model_validate({**tiny_params_dict()["pretrain"], **values})
+
+
 def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_corpus_is_a_pure_function_of_its_parameters_and_names_objects_only():
-    source = StillsSource(seed=3, images=300, held_out=50, max_objects=3, size=32)
+    source = corpus_params(seed=3, images=300, held_out=50, max_objects=3, size=32)
     first, again = stills(source, "train"), stills(source, "train")
     assert first == again
     np.testing.assert_array_equal(render_stills(first, 32, 24), render_stills(again, 32, 24))
-    assert stills(StillsSource(4, 300, 50, 3, 32), "train") != first, "another seed, another corpus"
+    another = corpus_params(seed=4, images=300, held_out=50, max_objects=3, size=32)
+    assert stills(another, "train") != first, "another seed, another corpus"
     held_out = stills(source, "held_out")
     assert not {s.caption for s in held_out[:20]} <= {s.caption for s in first}, "held-out images are new draws"
     counts = {len(s.objects) for s in first}
@@ -66,7 +73,7 @@ def test_no_still_is_a_frame_of_a_benchmark_video():
     source = params.synthetic()
     pretrain = params.get("pretrain")
     assert pretrain["size"] == source.size, "the corpus is rendered as large as the videos"
-    corpus = StillsSource(pretrain["seed"], 4000, pretrain["held_out"], pretrain["max_objects"], pretrain["size"])
+    corpus = corpus_params(**{**pretrain, "images": 4000})
     specs = [s for s in synthetic.video_specs(source) if s.split != "train"] + synthetic._train_specs(source)[:300]
     frames = set()
     for spec in specs:

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +153,7 @@ synthetic.generate(SyntheticSource(**{source}), sys.argv[1], workers=int(sys.arg
 
 
 def test_generation_is_byte_identical_across_processes_and_worker_counts(tmp_path):
-    source = asdict(small_source(n_train=16))
+    source = small_source(n_train=16).model_dump()
     for workers in (1, 2):
         subprocess.run([sys.executable, "-c", GENERATE.format(source=source), str(tmp_path / f"w{workers}"),
                         str(workers)], check=True, timeout=300)

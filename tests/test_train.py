@@ -227,7 +227,8 @@ def truncated_annotations(root, marker):
 # every bad input the README names: (command, how the data is spoilt, what the one line must say)
 BAD_INPUTS = {
     "misspelled key": (["--set", "train.lrr=0.1", "check"], None, ["unknown key 'train.lrr'", "did you mean 'lr'"]),
-    "mistyped value": (["--set", "train.lr=fast", "check"], None, ["'train.lr'", "not of type 'number'"]),
+    "mistyped value": (["--set", "train.lr=fast", "check"], None,
+                       ["'train.lr'", "should be a valid number", "'fast'"]),
     "missing model": (["evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "7"], None,
                       ["seeds/7/model.pt: trained model not found", "hcmi train"]),
     "crafted checkpoint": (["evaluate", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"],
@@ -306,7 +307,7 @@ def test_gradient_caching_through_the_trainer_gives_the_plain_steps_gradients(ti
         auto_on_cpu, _ = first_step_gradients(tiny_params_from(raw), layout, tmp_path / "auto-cpu", cpu)
         assert auto_on_cpu == 0, "no GPU to plan for: no caching"
         from hcmi.memory import estimate_memory
-        from hcmi.steps.plan import workload
+        from hcmi.memory import job_workload as workload
 
         estimate = estimate_memory(workload(tiny_params_from(raw), "synthetic", "hcmi"))
         # a GPU that fits the cached step in chunks of 4 items but neither the plain step nor whole-batch chunks

@@ -136,6 +136,8 @@ def test_a_head_edit_changes_the_code_of_only_the_variants_that_use_it():
     assert "hcmi/model/baseline.py" in baseline_code and "hcmi/model/baseline.py" not in hcmi_code
     assert set(pipeline.code_files(train)) == hcmi_code | baseline_code  # DVC's stages, over a whole model group
     assert pipeline.code_hash(train, "hcmi") != pipeline.code_hash(train, "meanp")
+    weights = set(pipeline.code_files(pipeline.STEP["weights"]))  # the backbone only: no head is its code
+    assert "hcmi/model/backbone.py" in weights and not {"hcmi/model/hcmi.py", "hcmi/model/baseline.py"} & weights
 
 
 def test_snakemake_lint_has_no_findings_but_the_conda_recommendation(tmp_path):

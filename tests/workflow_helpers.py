@@ -14,7 +14,8 @@ import yaml
 from conftest import REPO
 
 # what a fresh clone has that the workflows read; the package source too, since DVC depends on its files
-WORKFLOW_FILES = ["Snakefile", "workflow", "profiles", "notebooks", "dvc.yaml", "hcmi", "params.yaml", ".dvc", ".dvcignore", ".gitignore"]
+WORKFLOW_FILES = ["Snakefile", "workflow", "profiles", "notebooks", "dvc.yaml", "hcmi", "params.yaml", ".dvc",
+                  ".dvcignore", ".gitignore"]
 BIN = Path(sys.executable).parent
 
 

@@ -398,5 +398,5 @@ def fetch(dataset: str, source, raw_dir: Path, workers: int = 1) -> dict:
         from hcmi.data import synthetic
 
         synthetic.generate(source, raw_dir, workers=workers)
-        return write_manifest(raw_dir, dataset, fingerprint(asdict(source), synthetic.GENERATOR_VERSION))
+        return write_manifest(raw_dir, dataset, fingerprint(source.model_dump(), synthetic.GENERATOR_VERSION))
     return fetch_real(spec, raw_dir, manual_folder(source, raw_dir), source.get("mirror"))

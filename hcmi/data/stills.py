@@ -7,7 +7,8 @@ circle and a blue box"). Nothing in it shows or says an action or an order of ev
 video: the corpus comes from its own random stream, several objects share most images (a video frame shows one), and
 places and sizes are drawn from continuous ranges (tests compare the images with every frame of the videos).
 
-Everything is a pure function of the parameters: the same StillsSource gives the same images and captions.
+Everything is a pure function of the parameters: the same params `pretrain` (PretrainParams) give the same images
+and captions.
 """
 
 from __future__ import annotations
@@ -18,20 +19,12 @@ import numpy as np
 
 from hcmi.data.frames import resize_and_crop
 from hcmi.data.synthetic import COLOURS, SHAPE_WORDS, SHAPES, _background, _shape_mask
+from hcmi.parameters import PretrainParams
 
 STREAM = 7  # the corpus's own random stream beside the benchmark's splits (train 0, val 1, test 2)
 PARTS = {"train": 0, "held_out": 1}
 JOINERS = {2: ("{0} and {1}", "{0} with {1}", "{0} beside {1}"),
            3: ("{0}, {1} and {2}", "{0}, {1} and also {2}", "{0} with {1} and {2}")}
-
-
-@dataclass(frozen=True)
-class StillsSource:
-    seed: int
-    images: int  # training images
-    held_out: int  # images kept apart to measure what pretraining learned
-    max_objects: int  # objects per image: 1 to this many
-    size: int  # side of the rendered image, before it is resized to the backbone's input
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ def _caption(objects: list[StillObject], rng: np.random.Generator) -> str:
     return str(rng.choice(JOINERS[len(names)])).format(*names)
 
 
-def still(source: StillsSource, part: str, index: int) -> Still:
+def still(source: PretrainParams, part: str, index: int) -> Still:
     rng = np.random.default_rng([source.seed, STREAM, PARTS[part], index])
     kinds = [(c, s) for c in COLOURS for s in SHAPES]
     n = int(rng.integers(1, source.max_objects + 1))
@@ -86,7 +79,7 @@ def still(source: StillsSource, part: str, index: int) -> Still:
     return Still(tuple(objects), _background(rng), _caption(objects, rng))
 
 
-def stills(source: StillsSource, part: str) -> list[Still]:
+def stills(source: PretrainParams, part: str) -> list[Still]:
     """The training images ("train") or the held-out ones ("held_out")."""
     count = source.images if part == "train" else source.held_out
     return [still(source, part, i) for i in range(count)]

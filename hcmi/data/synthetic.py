@@ -329,13 +329,13 @@ def generate(source, raw_dir: Path, workers: int = 1) -> list[VideoSpec]:
     generator parameters are unchanged, starts over when they changed."""
     raw_dir = Path(raw_dir)
     videos_dir, source_dir = raw_dir / "videos", raw_dir / "source"
-    stamp = fingerprint(asdict(source), GENERATOR_VERSION)
+    stamp = fingerprint(source.model_dump(), GENERATOR_VERSION)
     stamp_file = source_dir / "generator.json"
     if stamp_file.exists() and json.loads(stamp_file.read_text()).get("fingerprint") != stamp:
         log.info("generator parameters changed: regenerating %s", raw_dir)
         shutil.rmtree(videos_dir, ignore_errors=True)
         shutil.rmtree(source_dir, ignore_errors=True)
-    write_json(stamp_file, {"fingerprint": stamp, "version": GENERATOR_VERSION, "parameters": asdict(source)})
+    write_json(stamp_file, {"fingerprint": stamp, "version": GENERATOR_VERSION, "parameters": source.model_dump()})
 
     specs = video_specs(source)
     todo = [s for s in specs if not (videos_dir / f"{s.video_id}.mp4").exists()]

@@ -2,7 +2,8 @@
 reads no files and knows nothing of params files, weights on disk or the workflow (hcmi/weights.py obtains weights)."""
 
 from hcmi.model.backbone import Backbone, create_backbone
-from hcmi.model.factory import build_model
 from hcmi.model.retrieval import RetrievalModel
 
-__all__ = ["Backbone", "create_backbone", "RetrievalModel", "build_model"]
+# build_model is in hcmi.model.factory, imported only where models are built: the heads are the code of those steps
+# alone (a step that only needs the backbone, such as `hcmi weights`, does not re-run when a head changes)
+__all__ = ["Backbone", "create_backbone", "RetrievalModel"]

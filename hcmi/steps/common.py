@@ -18,8 +18,9 @@ def load_params(files: Iterable[str] | None = None, settings: Iterable[str] = ()
     return config.load(files, settings, known_datasets=DATASETS)
 
 
-def validate_params(raw: dict, source: str) -> None:
-    config.validate(raw, source, known_datasets=DATASETS)
+def validate_params(raw: dict, source: str) -> dict:
+    """The parameters as declared (hcmi/parameters.py), checked against the dataset registry too."""
+    return config.validate(raw, source, known_datasets=DATASETS)
 
 
 def scheduled_workers() -> int:

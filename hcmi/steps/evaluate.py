@@ -20,7 +20,8 @@ from hcmi.data.annotations import read_annotations, split_table
 from hcmi.data.frames import FrameCache
 from hcmi.data.splits import RetrievalSplit
 from hcmi.files import write_json, write_table
-from hcmi.model import build_model, create_backbone
+from hcmi.model import create_backbone
+from hcmi.model.factory import build_model
 from hcmi.model.backbone import tokenizer
 from hcmi.scoring import encode_split, encode_texts, level_similarity_matrices, retrieval_results
 from hcmi.steps.common import fingerprints

@@ -1,5 +1,5 @@
-"""`hcmi snapshot --dataset D --model M`: the model.pt of a variant evaluated without training (params `zero_shot`):
-the backbone's weights as they are (such as OpenAI's CLIP), with the variant's head freshly built — for the mean-pooling
+"""`hcmi snapshot --dataset D --model M`: the model.pt of a variant evaluated without training (params `zero_shot`): the
+backbone's weights as they are (such as OpenAI's CLIP), with the variant's head freshly built — for the mean-pooling
 head, CLIP's zero-shot retrieval. Evaluation then reads it like any trained model (its seed is 0); its training and
 validation logs are written empty, as no step was taken."""
 
@@ -13,7 +13,8 @@ import pandas as pd
 from hcmi import checkpoints, provenance, runtime
 from hcmi.config import ZERO_SHOT_SEED
 from hcmi.files import fingerprint, write_table
-from hcmi.model import build_model, create_backbone
+from hcmi.model import create_backbone
+from hcmi.model.factory import build_model
 from hcmi.steps.common import VAL_COLUMNS, fingerprints
 from hcmi.weights import load_backbone_weights
 

@@ -28,11 +28,13 @@ from hcmi.data.loader import CaptionVideoPairs
 from hcmi.data.splits import RetrievalSplit
 from hcmi.distributed import launched_by_torchrun, setup
 from hcmi.files import fingerprint, write_table
-from hcmi.model import build_model, create_backbone
+from hcmi.memory import job_chunk
+from hcmi.model import create_backbone
+from hcmi.model.factory import build_model
 from hcmi.model.backbone import tokenizer
+from hcmi.parameters import TrainParams
 from hcmi.steps.common import VAL_COLUMNS, fingerprints
-from hcmi.steps.plan import chunk_size
-from hcmi.trainer import TrainConfig, TrainingError, TrainingJob, Validation, train
+from hcmi.trainer import TrainingError, TrainingJob, Validation, train
 from hcmi.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,12 @@ def gradcache_chunk(params, dataset: str, variant: str, run_env) -> int:
     """train.gradcache_chunk, with `auto` resolved by the memory plan for a GPU (on the CPU: no caching)."""
     if params.train.gradcache_chunk == "auto" and run_env.device.type != "cuda":
         return 0
-    return chunk_size(params, dataset, variant)
+    return job_chunk(params, dataset, variant)
 
 
 def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, dist) -> TrainingJob:
-    cfg = TrainConfig.from_dict({**params.train.to_dict(),
-                                 "gradcache_chunk": gradcache_chunk(params, dataset, variant, run_env)})
+    cfg = TrainParams.model_validate({**params.train.to_dict(),
+                                      "gradcache_chunk": gradcache_chunk(params, dataset, variant, run_env)})
     if cfg.gradcache_chunk:
         log.info("gradient caching: the batch of %d is encoded in chunks of %d", cfg.batch_size, cfg.gradcache_chunk)
     annotations = read_annotations(layout.annotations(dataset), dataset)

@@ -10,14 +10,15 @@ import time
 import pandas as pd
 
 from hcmi import codebase, config, provenance, runtime, weights
-from hcmi.data.stills import StillsSource, render_stills, stills
+from hcmi.data.stills import render_stills, stills
 from hcmi.files import fingerprint, read_json, write_json, write_table
 from hcmi.model.backbone import create_backbone, input_size
-from hcmi.pretrain import Corpus, PretrainConfig, pretrain
+from hcmi.parameters import PretrainParams
+from hcmi.pretrain import Corpus, pretrain
 
 log = logging.getLogger(__name__)
 
-def corpus(source: StillsSource, part: str, image_size: int) -> Corpus:
+def corpus(source: PretrainParams, part: str, image_size: int) -> Corpus:
     items = stills(source, part)
     return Corpus(render_stills(items, source.size, image_size), [s.caption for s in items],
                   [s.content for s in items])
@@ -36,15 +37,14 @@ def pretrain_on_stills(params, layout, name: str) -> dict:
     compute = params.compute
     run_env = runtime.configure(compute.device, compute.train_threads, compute.deterministic, compute.numerics)
     cfg = params.get("pretrain")
-    source = StillsSource(**{key: cfg[key] for key in ("seed", "images", "held_out", "max_objects", "size")})
+    source = PretrainParams.model_validate(cfg)
     size = input_size(name)
     log.info("pretraining %s on %d still images (%d held out), %d epochs", name, source.images, source.held_out,
              cfg["epochs"])
     train_corpus, held_out = corpus(source, "train", size), corpus(source, "held_out", size)
     runtime.seed_everything(source.seed)
     backbone = create_backbone(name).to(run_env.device)
-    result = pretrain(backbone, train_corpus, held_out, PretrainConfig(
-        **{key: cfg[key] for key in ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction")}), source.seed)
+    result = pretrain(backbone, train_corpus, held_out, source, source.seed)
     weights.save_state_dict(path, result.state_dict)
     write_table(path.with_suffix(".log.csv"), pd.DataFrame(result.log_rows))
     record = {"identity": identity, "held_out": result.held_out, "steps": len(result.log_rows),

@@ -1,15 +1,25 @@
-"""`hcmi workflow-files`: write both workflows' definitions from the step table (hcmi/pipeline.py) — the Snakemake
-rules (workflow/rules/steps.smk) and dvc.yaml; `--check` only compares (a test runs it: neither file may be stale)."""
+"""`hcmi workflow-files`: write the files generated from the declarations — both workflows' definitions from the
+step table (hcmi/pipeline.py: the Snakemake rules, workflow/rules/steps.smk, and dvc.yaml) and the JSON schema of
+params.yaml from the parameters (hcmi/parameters.py: params.schema.json, for editors and other tools); `--check`
+only compares (a test runs it: no file may be stale)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hcmi.errors import HcmiError
 from hcmi.files import write_text
+from hcmi.parameters import json_schema
 from hcmi.steps import dvc_yaml, snakemake_rules
 
-FILES = {"workflow/rules/steps.smk": snakemake_rules.render, "dvc.yaml": dvc_yaml.render}
+
+def params_schema() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+FILES = {"workflow/rules/steps.smk": snakemake_rules.render, "dvc.yaml": dvc_yaml.render,
+         "params.schema.json": params_schema}
 
 
 class WorkflowFilesDiffer(HcmiError):
@@ -22,8 +32,8 @@ def run(root: Path = Path("."), check: bool = False) -> list[str]:
              if not (root / name).exists() or (root / name).read_text() != render()]
     if check:
         if stale:
-            raise WorkflowFilesDiffer(f"{', '.join(stale)} differ from the step table in hcmi/pipeline.py: run "
-                                      "`hcmi workflow-files`")
+            raise WorkflowFilesDiffer(f"{', '.join(stale)} differ from the declarations in hcmi/pipeline.py and "
+                                      "hcmi/parameters.py: run `hcmi workflow-files`")
         return []
     for name in stale:
         write_text(root / name, FILES[name]())

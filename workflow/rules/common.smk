@@ -8,14 +8,14 @@ from pathlib import Path
 import yaml
 
 from hcmi import pipeline
-from hcmi.config import ConfigError, Params, coerce_strings
+from hcmi.config import ConfigError, Params
 from hcmi.files import write_text
 from hcmi.steps.common import validate_params
 
-# `--config train='{"epochs": 6}'` reaches Snakemake with "6" as a string: parse such values as the schema wants
-config.update(coerce_strings(config))
+# validated against the declarations (hcmi/parameters.py); `--config train='{"epochs": 6}'` reaches Snakemake with
+# "6" as a string, which the validated parameters hold as the number it spells
 try:
-    validate_params(config, "params (params.yaml + --configfile/--config overrides)")
+    config.update(validate_params(config, "params (params.yaml + --configfile/--config overrides)"))
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 PARAMS = Params(config, "params (params.yaml + --configfile/--config overrides)")
