@@ -3,6 +3,7 @@ every machine of the pinned kernel level (compute.numerics: portable).
 
     python tests/golden.py            # run the tiny pipeline and compare with tests/golden/tiny.json
     python tests/golden.py --update   # re-pin: write tests/golden/tiny.json from a fresh run
+    python tests/golden.py --set compute.numerics=compatible   # only print the fingerprints under other settings
 
 Re-pin only for a deliberate change of what the pipeline computes (a new default, a model change, a library upgrade),
 in the same commit as that change and with the reason in its message (docs/reproducibility.md). A machine whose
@@ -156,13 +157,20 @@ def main(argv=None) -> int:
     parser.add_argument("--update", action="store_true",
                         help="write this CPU vendor's fingerprints into tests/golden/tiny.json from this run")
     parser.add_argument("--root", type=Path, help="where the run goes (default: a temporary folder)")
+    parser.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
+                        help="run with these parameters changed and print the fingerprints (nothing is compared)")
     args = parser.parse_args(argv)
+    if args.settings and args.update:
+        parser.error("--update pins the shipped parameters only: leave --set out")
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root or Path(scratch) / "data"
-        run_pipeline(root)
+        run_pipeline(root, settings=tuple(args.settings))
         found = fingerprints(root)
+    if args.settings:
+        print(json.dumps({"vendor": vendor(), "settings": args.settings, **found}, indent=2, sort_keys=True))
+        return 0
     if args.update:
         from hcmi.numerics import cpu_model
 
