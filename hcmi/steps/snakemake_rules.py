@@ -13,6 +13,7 @@ import inspect
 import re
 import textwrap
 
+from hcmi import codebase
 from hcmi.pipeline import STEPS, WATCHED, Step, code_files
 
 HEADER = """\
@@ -66,7 +67,7 @@ def _params(step: Step) -> list[str]:
 
 def _code_depends_on_head(step: Step) -> bool:
     """Whether the step builds models: its code then holds only the module of the job's model head."""
-    return set(code_files(step, "")) != set(code_files(step))
+    return set(codebase.code_files(step.module, heads=())) != set(code_files(step))
 
 
 def _shell(step: Step) -> str:
