@@ -218,6 +218,10 @@ class TrainParams(Section):
     grad_checkpointing: bool
     amp: bool
     workers: int = Field(ge=0)
+    decoded_frames_mb: float = Field(
+        ge=0, description="memory a training job may use to keep decoded training frames between epochs instead of "
+        "decoding them again (0: decode every time); results are the same. Kept in the process that reads them: "
+        "with workers > 0 each epoch's loader processes start empty")
     log_every: PositiveInt
     checkpoint_every: PositiveInt
     sampler: Literal["shuffle", "grouped"] = Field(
@@ -226,6 +230,9 @@ class TrainParams(Section):
     gradcache_chunk: Union[Annotated[int, Field(ge=0)], Literal["auto"]] = Field(
         description="gradient caching (docs/scaling.md): 0 off, N chunks of N items, auto the largest chunk whose "
         "step fits compute.gpu_memory_gb (0 when the plain step fits); the contrastive batch stays train.batch_size")
+    select: Literal["best", "last"] = Field(
+        description="the weights a run's result is: best (the best validation t2v R@1 at an epoch's end, as "
+        "CLIP4Clip selects) or last (the end of the schedule; validation is still run and logged)")
 
 
 class Eval(Section):

@@ -6,9 +6,10 @@ paths but the state folder it is given; hcmi/steps/train.py builds a TrainingJob
         resume from state/last.pt when it belongs to this run (same fingerprint, unfinished)
         for each optimizer step, from the exact data position reached:
             accumulation_steps contrastive batches -> loss -> backward; clip; optimizer and schedule step
-            every log_every steps a row of train_log; at each epoch's end validate and keep the best weights
+            every log_every steps a row of train_log; at each epoch's end validate (and keep the best weights)
             every checkpoint_every steps and at each epoch's end write state/last.pt (atomically)
-        the weights to evaluate: the best on validation, else the last
+        the weights to evaluate: the best on validation (train.select: best, where there is a validation split),
+        else the last
 
 A non-finite loss stops training with an error naming the step and the level, leaving last.pt at the last good step.
 Scale: DDP (the contrastive batch is global: embeddings are gathered across processes), bf16 autocast on CUDA,
@@ -236,12 +237,13 @@ class _Run:
         return {k: result[k] for k in ("R1", "R5", "R10", "MdR")}
 
     def validate_and_keep_best(self) -> None:
+        """Validate (a row of val_log) and, where train.select is best, keep the weights with the best t2v R@1."""
         if self.dist.is_main:
             scores = self.validate()
             step = self.progress.step
             self.progress.val_rows.append({"step": step, "epoch": step / self.steps_per_epoch, **scores})
             log.info("step %d validation: t2v R@1 %.1f R@5 %.1f", step, scores["R1"], scores["R5"])
-            if scores["R1"] > self.progress.best_score:
+            if self.cfg.select == "best" and scores["R1"] > self.progress.best_score:
                 self.progress.best_score = scores["R1"]
                 checkpoints.save(self.best_path, {"step": step, "score": scores,
                                                   "state_dict": self.model.state_dict()})
@@ -296,7 +298,7 @@ class _Run:
 
     def finish(self) -> TrainResult:
         weights, selected, step = self.model.state_dict(), "last", self.progress.step
-        if self.job.validation is not None and self.best_path.exists():
+        if self.cfg.select == "best" and self.job.validation is not None and self.best_path.exists():
             best = checkpoints.load(self.best_path, "best weights")
             weights, selected, step = best["state_dict"], "best", best["step"]
         self.save_state(finished=True)

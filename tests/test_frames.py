@@ -112,6 +112,30 @@ def test_cache_holds_every_candidate_as_jpeg_close_to_the_decoded_frames(tmp_pat
         cache.frames("good2", np.full(4, 3))
 
 
+def test_kept_frames_are_the_decoded_ones_and_stay_within_their_memory(tmp_path, video_folder, monkeypatch):
+    from hcmi.data import frames as frames_module
+
+    pairs, _ = videos.match(["good1", "good2"], video_folder)
+    sample_split(pairs, tmp_path / "c", sampling(max_frames=4, size=32, candidates=3), shard_size=8,
+                 max_skip_fraction=0.0)
+    decoded = []
+    decode = frames_module.decode_jpeg_into
+    monkeypatch.setattr(frames_module, "decode_jpeg_into", lambda out, data: decoded.append(1) or decode(out, data))
+    plain = FrameCache(tmp_path / "c")
+    keeping = FrameCache(tmp_path / "c", keep_decoded_mb=100)
+    six_frames = FrameCache(tmp_path / "c", keep_decoded_mb=6 * 32 * 32 * 3 / 2**20)
+    reads = [(video, np.array(choice)) for choice in ([0, 1, 2, 0], [2, 1, 0, 0])
+             for video in ("good1", "good2")] * 2  # twice 4 reads of 4 frames each: 12 distinct frames
+    truth = [plain.frames(video, choice)[0] for video, choice in reads]
+    # the six-frame cache keeps the first 6 frames it decodes (good1's 4 of choice a, good2's segments 0 and 1): of
+    # the 32 reads, 3 in the first pass (after they were kept) and 9 in the second are copies: 32 - 3 - 9 decodes
+    for cache, decodes in ((keeping, 12), (six_frames, 20)):
+        decoded.clear()
+        for (video, choice), expected in zip(reads, truth):
+            np.testing.assert_array_equal(cache.frames(video, choice)[0], expected)
+        assert len(decoded) == decodes
+
+
 def test_jpeg_files_in_a_shard_are_plain_jpegs(tmp_path, video_folder):
     from PIL import Image
 

@@ -32,6 +32,38 @@ def hcmi(args, params_file, data_root, **kwargs):
                             **kwargs)
 
 
+def test_select_last_reports_the_final_weights_and_best_the_best_on_validation(tiny_data, tmp_path):
+    """train.select: last gives the weights of the schedule's end (validation still logged, no best.pt); best gives the
+    weights of the epoch with the best validation R@1 (the first, where epochs tie)."""
+    from hcmi.paths import Layout
+    from hcmi.steps import train
+
+    _, layout = tiny_data
+    raw = tiny_params_dict()
+    raw["train"].update(epochs=4)
+    saved = {}
+    for select in ("last", "best"):
+        raw["train"]["select"] = select
+        (tmp_path / select).mkdir()
+        run_layout = Layout(linked_root(tmp_path / select, layout))
+        train.run(tiny_params_from(raw), run_layout, "synthetic", "baseline", 0)
+        run_dir = run_layout.run("synthetic", "baseline", 0)
+        saved[select] = (checkpoints.load(run_dir / "model.pt"), checkpoints.load(run_dir / "state/last.pt"),
+                         pd.read_csv(run_dir / "val_log.csv"), run_dir / "state/best.pt")
+    model, last, val_log, best_path = saved["last"]
+    assert model["selected"] == "last" and model["step"] == last["step"] == model["total_steps"]
+    assert len(val_log) == 4 and not best_path.exists()
+    for key, value in last["model"].items():
+        torch.testing.assert_close(model["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    model_b, last_b, val_log_b, best_path_b = saved["best"]
+    best = checkpoints.load(best_path_b)
+    assert val_log_b.equals(val_log)  # the same training: only the reported weights differ
+    best_step = int(val_log.loc[val_log["R1"].idxmax(), "step"])
+    assert model_b["selected"] == "best" and model_b["step"] == best["step"] == best_step
+    for key, value in best["state_dict"].items():
+        torch.testing.assert_close(model_b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
 def test_train_and_evaluate_write_every_output_with_provenance(tiny_data, tmp_path):
     from hcmi.paths import Layout
     from hcmi.steps import evaluate, train

@@ -294,9 +294,10 @@ def decode_jpeg_into(out: np.ndarray, data: np.ndarray) -> None:
 
 class FrameCache:
     """Read access to one split's cache: the frames of a video by id, one candidate per segment, decoded from the
-    memory-mapped JPEG shards."""
+    memory-mapped JPEG shards. With keep_decoded_mb > 0 decoded frames are kept, up to that much memory, and a frame
+    read again (a training pair in the next epoch) is copied instead of decoded: the same pixels, in this process."""
 
-    def __init__(self, split_dir: Path):
+    def __init__(self, split_dir: Path, keep_decoded_mb: float = 0):
         self.dir = Path(split_dir)
         index_path = self.dir / "index.parquet"
         if not index_path.exists():
@@ -311,6 +312,9 @@ class FrameCache:
         self.index = pd.read_parquet(index_path)
         self._rows = {v: (s, o, n) for v, s, o, n in self.index.itertuples(index=False)}
         self._shards: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        size = self.sampling.image_size
+        self._keep = int(keep_decoded_mb * 2**20) // (size * size * 3)  # frames the memory holds
+        self._decoded: dict[tuple[str, int], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -362,6 +366,12 @@ class FrameCache:
             raise ValueError(f"choice must hold {segments} candidate numbers in [0, {candidates}), got {choice}")
         for s in range(int(n_valid)):
             k = first + s * candidates + int(choice[s])
+            kept = self._decoded.get((shard, k))
+            if kept is not None:
+                out[s] = kept
+                continue
             decode_jpeg_into(out[s], data[offsets[k] : offsets[k + 1]])
+            if len(self._decoded) < self._keep:
+                self._decoded[(shard, k)] = out[s].copy()
         out[int(n_valid) :] = 0
         return int(n_valid)

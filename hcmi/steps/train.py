@@ -2,11 +2,11 @@
 
 Reads only the frame caches, the annotation table and the backbone weights; writes, under
 data/checkpoints/<dataset>/<model>/seeds/<seed>/:
-  model.pt        the weights to evaluate (best on validation, else last), the model's configuration (it rebuilds
+  model.pt        the weights to evaluate (train.select: best on validation, or last), the model's configuration (it rebuilds
                   from the file alone) and the provenance of the run; loads without running code
   train_log.csv   step, epoch, loss (total, per level, triplet), latent positives per item, lr, samples/s
   val_log.csv     step, epoch, validation t2v R@1/R@5/R@10/MdR
-  state/          last.pt (resume point) and best.pt
+  state/          last.pt (resume point) and, with train.select best, best.pt
 With compute.train_gpus > 1 the same command re-launches itself under torchrun (one process per GPU, DDP).
 """
 
@@ -75,7 +75,7 @@ def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, di
     backbone = create_backbone(backbone_cfg["name"],
                                load_backbone_weights(backbone_cfg["name"], backbone_cfg["pretrained"],
                                                      layout.weights()))
-    train_cache = FrameCache(layout.frames(dataset, "train"))
+    train_cache = FrameCache(layout.frames(dataset, "train"), cfg.decoded_frames_mb)
     if train_cache.frame_shape and train_cache.frame_shape[1] != backbone.image_size:
         raise TrainingError(f"{layout.frames(dataset, 'train')}: cached frames are {train_cache.frame_shape[1]} px "
                             f"but backbone {backbone.name} takes {backbone.image_size} px; set frames.image_size: "
