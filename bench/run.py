@@ -66,7 +66,7 @@ def summary_lines(results: dict) -> list[str]:
         r = results["loader"]
         lines += ["## Training loader (videos/s per core)", ""] + [
             f"- {row['loader']}: {row['videos_per_s_per_core']}" for row in r["rows"]] + [
-            f"- speed-up: {r['speedup']}x", ""] + [
+            f"- speed-up: {r['speedup']}x", f"- decoded frames kept: {r['kept_speedup']}x", ""] + [
             f"- JPEG decoder {row['decoder']}: {row['ms/frame']} ms/frame" for row in r.get("decoders", [])] + [""]
     if "numerics_cpu" in results:
         r = results["numerics_cpu"]
