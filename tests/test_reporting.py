@@ -72,7 +72,9 @@ def test_the_paired_difference_and_its_interval_match_a_hand_computation():
     result = paired.paired_difference([[1, 0, 1, 1]], [[0, 0, 1, 0]], draws=40_000)
     assert result["difference"] == 0.5 and result["low"] == 0.0 and result["high"] == 1.0
     assert result["se"] == pytest.approx(0.25, rel=0.02)  # Monte Carlo error of 40,000 draws: about 0.4 %
-    assert result["detectable"] == pytest.approx(paired.DETECTABLE_Z * result["se"])
+    assert paired.two_sided_z(0.95) == pytest.approx(1.959964) and result["family"] == 1
+    assert result["detectable"] == pytest.approx((1.959964 + 0.841621) * result["se"])
+    assert (result["family_low"], result["family_high"]) == (result["low"], result["high"]), "a family of one"
     assert paired.verdict(result) == "no detectable effect", "an interval that covers 0"
 
 
@@ -100,6 +102,30 @@ def test_a_clear_gain_helps_a_clear_loss_hurts_and_noise_has_no_detectable_effec
     noise = paired.paired_difference(base, base[:, rng.permutation(200)])  # the same hit rate, other queries
     assert noise["low"] < 0 < noise["high"] and paired.verdict(noise) == "no detectable effect"
     assert paired.paired_difference(gain, base) == gain_result, "the same results give the same interval"
+
+
+def test_a_family_interval_holds_for_all_comparisons_at_once():
+    """With many queries the bootstrap is close to normal: the family interval of 18 comparisons is wider than the
+    95 % one by z(1 - 0.05 / 36) / z(0.975) = 2.99 / 1.96. A gain of 55 against 30 discordant queries of 400 lies
+    2.7 standard errors above 0: a finding for one comparison alone, none among 18 (the family bound is below 0)."""
+    assert paired.family_level(0.95, 18) == pytest.approx(1 - 0.05 / 18)
+    assert paired.two_sided_z(paired.family_level(0.95, 18)) == pytest.approx(2.9913, abs=1e-3)
+    rng = np.random.default_rng(3)
+    wide = paired.paired_difference(rng.random((1, 4000)) < 0.5, rng.random((1, 4000)) < 0.5, family=18)
+    ratio = (wide["family_high"] - wide["family_low"]) / (wide["high"] - wide["low"])
+    assert ratio == pytest.approx(2.9913 / 1.959964, rel=0.05)
+    first = np.zeros((1, 400))
+    second = np.zeros((1, 400))
+    first[0, :55] = 100.0  # 55 queries only the first model gets right,
+    second[0, 55:85] = 100.0  # 30 only the second
+    alone = paired.paired_difference(first, second)
+    among = paired.paired_difference(first, second, family=18)
+    assert alone["difference"] == among["difference"] == 6.25 and (alone["low"], alone["high"]) == (
+        among["low"], among["high"])
+    assert alone["low"] > 0 and paired.verdict(alone) == "helps"
+    assert among["family_low"] < 0 < among["family_high"] and paired.verdict(among) == "no detectable effect"
+    assert among["detectable"] > alone["detectable"]
+    assert "all at once [" in paired.describe(among) and "all at once" not in paired.describe(alone)
 
 
 def write_rankings(layout, model, seed, hits, twins=None):
@@ -138,9 +164,9 @@ def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
     assert "| hcmi | 2 | 60.5 ± 0.5 |" in text
     lines = {tuple(cell.strip() for cell in line.split("|")[2:4]): line for line in text.splitlines()
              if line.startswith("| synthetic |")}
-    assert "| helps |" in lines[("hcmi vs baseline", "t2v R@1")]
-    assert "| helps |" in lines[("hcmi vs baseline", "hard pairs: order")]
-    assert "| no detectable effect |" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")]
+    assert "| helps [+" in lines[("hcmi vs baseline", "t2v R@1")]
+    assert "| helps [+" in lines[("hcmi vs baseline", "hard pairs: order")]
+    assert "| no detectable effect [-" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")]
     assert ("hcmi vs hcmi-no-enhance (the removed component)", "hard pairs: order") not in lines, \
         "an outcome the ablation's results lack is not compared"
 

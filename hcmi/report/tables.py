@@ -395,46 +395,61 @@ def comparison_rows(data_root: str | Path, params_files=None, declared=None) -> 
 
 
 def paired_comparisons(params, layout: Layout, datasets: list[str]) -> pd.DataFrame:
+    """The comparisons of each dataset form one family: their verdicts hold jointly (hcmi/report/paired.py)."""
     rows = []
     for dataset in datasets:
-        for first, second, label in comparison_pairs(params):
-            runs = [(query_outcomes(layout, dataset, first, a), query_outcomes(layout, dataset, second, b))
-                    for a, b in _paired_runs(params, first, second)]
-            runs = [(x, y) for x, y in runs if x is not None and y is not None]
-            if not runs:
-                continue
-            queries = runs[0][0].index
-            for name, column in MEASURES:
-                if not all(column in x and column in y for x, y in runs):
-                    continue
-                a = np.stack([x.loc[queries, column].to_numpy() for x, _ in runs])
-                b = np.stack([y.loc[queries, column].to_numpy() for _, y in runs])
-                if not (np.isfinite(a) & np.isfinite(b)).all(axis=0).any():
-                    continue  # no query with this outcome in both (results written before it was recorded)
-                result = paired.paired_difference(a, b)
-                rows.append({"dataset": dataset, "comparison": label, "first": first, "second": second,
-                             "measure": name, "seeds": result["seeds"], "queries": result["queries"],
-                             "difference": result["difference"], "low": result["low"], "high": result["high"],
-                             "detectable": result["detectable"], "verdict": paired.verdict(result),
-                             "per seed": ", ".join(f"{d:+.1f}" for d in result["per_seed"])})
+        paired_outcomes = list(_paired_outcomes(params, layout, dataset))
+        for label, first, second, name, a, b in paired_outcomes:
+            result = paired.paired_difference(a, b, family=len(paired_outcomes))
+            rows.append({"dataset": dataset, "comparison": label, "first": first, "second": second,
+                         "measure": name, "seeds": result["seeds"], "queries": result["queries"],
+                         "difference": result["difference"], "low": result["low"], "high": result["high"],
+                         "family_low": result["family_low"], "family_high": result["family_high"],
+                         "family": result["family"], "detectable": result["detectable"],
+                         "verdict": paired.verdict(result),
+                         "per seed": ", ".join(f"{d:+.1f}" for d in result["per_seed"])})
     return pd.DataFrame(rows)
 
 
+def _paired_outcomes(params, layout: Layout, dataset: str):
+    """(label, first, second, measure, first's outcomes, second's outcomes) of every comparison that has results: the
+    [seeds, queries] arrays of both models, paired by seed and query."""
+    for first, second, label in comparison_pairs(params):
+        runs = [(query_outcomes(layout, dataset, first, a), query_outcomes(layout, dataset, second, b))
+                for a, b in _paired_runs(params, first, second)]
+        runs = [(x, y) for x, y in runs if x is not None and y is not None]
+        if not runs:
+            continue
+        queries = runs[0][0].index
+        for name, column in MEASURES:
+            if not all(column in x and column in y for x, y in runs):
+                continue
+            a = np.stack([x.loc[queries, column].to_numpy() for x, _ in runs])
+            b = np.stack([y.loc[queries, column].to_numpy() for _, y in runs])
+            if not (np.isfinite(a) & np.isfinite(b)).all(axis=0).any():
+                continue  # no query with this outcome in both (results written before it was recorded)
+            yield label, first, second, name, a, b
+
+
 def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The comparisons for display: difference [95 % interval], verdict, smallest detectable effect."""
+    """The comparisons for display: difference [95 % interval], verdict [family interval], smallest detectable
+    effect."""
     if not len(rows):
         return rows
     return pd.DataFrame({
         "dataset": rows["dataset"], "comparison": rows["comparison"], "measure": rows["measure"],
         "difference [95% interval]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                                       for d, lo, hi in zip(rows["difference"], rows["low"], rows["high"])],
-        "verdict": rows["verdict"], "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
+        "verdict [all at once]": [f"{v} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in
+                                  zip(rows["verdict"], rows["family_low"], rows["family_high"])],
+        "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
         "seeds x queries": [f"{s} x {q}" for s, q in zip(rows["seeds"], rows["queries"])],
         "per seed": rows["per seed"]}).set_index(["dataset", "comparison", "measure"])
 
 
 def comparison_figure(rows: pd.DataFrame):
-    """Each comparison as a point with its 95 % interval against zero: what helps, at one glance."""
+    """Each comparison as a point with its 95 % interval (thick) and its family interval (thin, the verdict's)
+    against zero: what helps, at one glance."""
     if not len(rows):
         return None
     import matplotlib.pyplot as plt
@@ -447,11 +462,13 @@ def comparison_figure(rows: pd.DataFrame):
     for ax, measure in zip(axes[0], measures):
         for row in rows[rows["measure"] == measure].to_dict("records"):
             y = labels.index(f"{row['dataset']}: {row['comparison']}")
+            colour = colours[row["verdict"]]
+            ax.plot([row["family_low"], row["family_high"]], [y, y], color=colour, linewidth=1)
             ax.errorbar(row["difference"], y, xerr=[[row["difference"] - row["low"]], [row["high"] - row["difference"]]],
-                        fmt="o", color=colours[row["verdict"]], capsize=3)
+                        fmt="o", color=colour, elinewidth=3, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(measure)
-        ax.set_xlabel("difference, points (95% interval)")
+        ax.set_xlabel("difference, points (95%; thin: all at once)")
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].invert_yaxis()
     fig.tight_layout()
@@ -517,12 +534,16 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
     if len(comparisons):
         lines += ["### Paired comparisons: what helps?", "",
                   "The full method minus each other model, on the same test queries and seeds; 95 % interval from a "
-                  "paired bootstrap over seeds and queries; the verdict follows from the interval; *detectable*: the "
-                  "smallest effect these seeds and queries can detect.", "",
-                  "| dataset | comparison | measure | difference [95% interval] | verdict | detectable | per seed |",
+                  "paired bootstrap over seeds and queries. The verdict follows from the family interval, which holds "
+                  "for all of a dataset's comparisons at once with 95 % (Bonferroni), so that a rerun does not turn "
+                  "a comparison of no effect into a finding by chance; *detectable*: the smallest effect it can "
+                  "detect.", "",
+                  "| dataset | comparison | measure | difference [95% interval] | verdict [all at once] | detectable "
+                  "| per seed |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['dataset']} | {r['comparison']} | {r['measure']} | {r['difference']:+.1f} "
-                  f"[{r['low']:+.1f}, {r['high']:+.1f}] | {r['verdict']} | ±{r['detectable']:.1f} | {r['per seed']} |"
+                  f"[{r['low']:+.1f}, {r['high']:+.1f}] | {r['verdict']} [{r['family_low']:+.1f}, "
+                  f"{r['family_high']:+.1f}] | ±{r['detectable']:.1f} | {r['per seed']} |"
                   for r in comparisons.to_dict("records")]
         lines.append("")
     origin = ", ".join(sorted(commits)) or "not recorded"
