@@ -46,6 +46,9 @@ class SyntheticSource(Section):
     n_val: int = Field(ge=2, multiple_of=2)
     n_test: int = Field(ge=2, multiple_of=2)
     captions_per_video: PositiveInt
+    query_captions: PositiveInt = Field(
+        1, description="query captions per validation and test video (paraphrases; each is a query, as every caption "
+        "of an MSVD test video is)")
     min_events: int = Field(ge=2, le=4)
     max_events: int = Field(ge=2, le=4)
     event_seconds: float = Field(gt=0)

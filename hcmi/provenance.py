@@ -25,7 +25,7 @@ from pathlib import Path
 from hcmi import codebase, numerics
 from hcmi.files import sha256sum
 
-LIBRARIES = ("torch", "open_clip_torch", "decord", "numpy", "pandas", "av", "faiss-cpu")
+LIBRARIES = ("torch", "open_clip_torch", "decord", "numpy", "scipy", "pandas", "av", "faiss-cpu")
 
 
 def _git(*args: str) -> str | None:

@@ -34,6 +34,20 @@ def test_specs_are_deterministic_and_seed_dependent():
     assert [s.split for s in a].count("test") == 8
 
 
+def test_more_query_captions_add_paraphrases_to_val_and_test_videos_only():
+    """query_captions: every val/test video gets that many distinct captions of its own events; its first caption,
+    every video and every training caption stay as with one."""
+    one, three = synthetic.video_specs(small_source()), synthetic.video_specs(small_source(query_captions=3))
+    for a, b in zip(one, three):
+        assert (a.video_id, a.events, a.background) == (b.video_id, b.events, b.background)
+        if a.split == "train":
+            assert a.captions == b.captions
+        else:
+            assert len(a.captions) == 1 and len(set(b.captions)) == 3 and b.captions[0] == a.captions[0]
+            for text in b.captions:
+                assert all(event.colour in text for event in b.events)
+
+
 def test_training_families_hold_false_negative_copies_and_hard_negatives():
     specs = [s for s in synthetic.video_specs(small_source(n_train=400)) if s.split == "train"]
     assert len(specs) == 400

@@ -23,7 +23,7 @@ import json
 import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # 2: training families, group_id/content_id, byte-identical MP4s
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+QUERY_CAPTIONS_STREAM = 1  # the random stream of a twin pair's query captions after the first
 TWIN_KINDS = ("order", "binding")
 
 COLOURS = {
@@ -130,8 +131,9 @@ def caption(events: tuple[Event, ...] | list[Event], rng: np.random.Generator) -
     return template.format(*clauses)
 
 
-def _captions(events, rng: np.random.Generator, n: int) -> tuple[str, ...]:
-    found: list[str] = []
+def _captions(events, rng: np.random.Generator, n: int, found: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Up to n distinct captions of the events: `found` and new draws (20 tries per caption)."""
+    found = list(found)
     for _ in range(20 * n):
         text = caption(events, rng)
         if text not in found:
@@ -228,6 +230,10 @@ def _twin_pair_specs(source, split: str) -> list[VideoSpec]:
                     role="base" if j == 0 else kind,
                 )
             )
+        if source.query_captions > 1:  # more queries per video, drawn after the first ones: those stay as they were
+            more = np.random.default_rng([source.seed, SPLIT_CODES[split], pair, QUERY_CAPTIONS_STREAM])
+            specs[-2:] = [replace(spec, captions=_captions(spec.events, more, source.query_captions, spec.captions))
+                          for spec in specs[-2:]]
     return specs
 
 

@@ -1,38 +1,51 @@
-"""Paired differences between two models evaluated on the same test queries with the same seeds, with a bootstrap
-interval and the verdict it allows; numpy only.
+"""Paired differences between two models evaluated on the same test queries with the same seeds, with an interval
+and the verdict it allows; numpy and scipy only.
 
 Two variants trained with the same seed start from the same weights and see the same batches, and both are scored on
 the same queries, so their results are paired: the difference of per-query outcomes (1 for a hit at rank 1, say)
-varies far less than either model's result. The interval resamples what a rerun would change: the seeds (drawn with
-replacement, their deviations widened by sqrt(n / (n - 1)), since a bootstrap over n values spreads their mean by only
-(n - 1) / n of its variance) and, within each drawn seed, the queries (drawn with replacement), the same draws for
-both models. Its 95 % percentile bounds are each comparison's interval.
+varies far less than either model's result. A rerun would change two things, crossed: the seeds, and the queries
+(every seed is scored on the same queries). So the per-query differences d[seed, query] are read as a two-way design,
+
+    d = mean + seed effect + query effect + residual,
+
+and the variance of their mean is that of each part over what averages it: seed variance / seeds + query variance /
+queries + residual variance / (seeds x queries). It is estimated from three observable variances (the method of
+moments of a crossed random-effects design):
+
+    V_seeds    = variance of the seed means / seeds                 (seed variance + residual's share)
+    V_queries  = variance of the mean of the seed-averaged queries  (query variance + residual's share)
+    V_residual = variance of the mean of the residuals / seeds      (the residual's share, counted twice above)
+    variance   = V_seeds + V_queries - V_residual
+
+Queries are not always independent draws: the captions of one video, or the two videos of a twin pair, stand or fall
+together. Queries of one *cluster* (the data's sampling unit) are therefore summed before their variance is taken
+(the cluster-robust variance of a mean). A query that is its own cluster gives the usual variance.
+
+The interval is Student's t around the difference, with Satterthwaite's degrees of freedom for that sum of variances:
+three seeds carry two degrees of freedom, so where the seeds' spread makes up most of the variance the interval is as
+wide as two degrees of freedom require (a bootstrap over three seeds would not be).
 
 A report makes many comparisons at once (every model and ablation, every measure), and several of them are of no
 real effect: at 95 % each of those excludes 0 in one run out of twenty, so a rerun would turn some "no effect" into
-"helps" or "hurts" by chance alone. The verdict therefore comes from the family interval: the same bootstrap's
-percentile bounds at 1 - 5 % / m for a family of m comparisons (Bonferroni), so that all m hold at once with 95 %
-probability. The first model's component *helps* when the whole family interval lies above 0, *hurts* when it lies
-below, and otherwise there is *no detectable effect*. The smallest effect the family can detect (at its level, with
-80 % power) is (z of the family level + 0.84) bootstrap standard errors.
+"helps" or "hurts" by chance alone. The verdict therefore comes from the family interval: the same t at level
+1 - 5 % / m for a family of m comparisons (Bonferroni), so that all m hold at once with 95 % probability. The first
+model's component *helps* when the whole family interval lies above 0, *hurts* when it lies below, and otherwise there
+is *no detectable effect*. The smallest effect the family can detect (at its level, with 80 % power) is (t of the
+family level + t of 80 %) standard errors.
 """
 
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
+from scipy import stats
 
-DRAWS = 20_000  # bootstrap resamples: a family interval of 18 comparisons has 28 of them beyond each bound
 LEVEL = 0.95
-BOOTSTRAP_SEED = 0  # the interval is a function of the results alone: the same files give the same bounds
-POWER_Z = 0.841621  # z of 80 % power
-CHUNK = 500  # resamples computed at a time (memory: CHUNK x seeds x queries indices)
+POWER = 0.80
 
 
-def two_sided_z(level: float) -> float:
-    """The z of a two-sided interval at `level` (1.96 at 95 %)."""
-    return NormalDist().inv_cdf(0.5 + level / 2.0)
+def two_sided_t(level: float, df: float) -> float:
+    """The t (normal z for infinite df) of a two-sided interval at `level` (1.96 at 95 % and many df)."""
+    return float(stats.t.ppf(0.5 + level / 2.0, df))
 
 
 def family_level(level: float, family: int) -> float:
@@ -40,41 +53,70 @@ def family_level(level: float, family: int) -> float:
     return 1.0 - (1.0 - level) / max(1, family)
 
 
-def paired_difference(first, second, draws: int = DRAWS, level: float = LEVEL, seed: int = BOOTSTRAP_SEED,
-                      family: int = 1) -> dict:
+def clustered_variance_of_mean(values: np.ndarray, codes: np.ndarray, clusters: int) -> float:
+    """The cluster-robust variance of the mean of `values` (deviations from their mean): the deviations are summed
+    within each cluster (codes: 0..clusters-1), and those sums are treated as independent draws."""
+    sums = np.bincount(codes, weights=values - values.mean(), minlength=clusters)
+    return float(clusters / (clusters - 1) * np.sum(sums ** 2) / len(values) ** 2)
+
+
+def variance_components(diff: np.ndarray, codes: np.ndarray, clusters: int) -> dict:
+    """V_seeds, V_queries and V_residual (module docstring) of a [seeds, queries] array of differences, and the
+    variance of its mean with its Satterthwaite degrees of freedom."""
+    seeds = diff.shape[0]
+    seed_means, query_means = diff.mean(axis=1), diff.mean(axis=0)
+    parts = {"seeds": 0.0, "queries": 0.0, "residual": 0.0}
+    dfs = {"seeds": seeds - 1, "queries": clusters - 1, "residual": (seeds - 1) * (clusters - 1)}
+    if seeds > 1:
+        parts["seeds"] = float(seed_means.var(ddof=1) / seeds)
+    if clusters > 1:
+        parts["queries"] = clustered_variance_of_mean(query_means, codes, clusters)
+    if seeds > 1 and clusters > 1:
+        residual = diff - seed_means[:, None] - query_means[None, :] + diff.mean()
+        parts["residual"] = sum(clustered_variance_of_mean(row, codes, clusters)
+                                for row in residual) / (seeds * (seeds - 1))
+    # the residual is counted in both other parts and taken out once; by chance the sum can fall below a part it
+    # stands for, never below the residual's own share
+    variance = max(parts["seeds"] + parts["queries"] - parts["residual"], parts["residual"])
+    terms = sum(parts[k] ** 2 / dfs[k] for k in parts if dfs[k] > 0 and parts[k] > 0)
+    df = variance ** 2 / terms if terms > 0 else float("inf")
+    return {"variance": variance, "df": df, **{f"v_{k}": v for k, v in parts.items()}}
+
+
+def paired_difference(first, second, level: float = LEVEL, family: int = 1, clusters=None) -> dict:
     """The mean over seeds and queries of first - second, where both are [seeds, queries] arrays of per-query outcomes
-    paired by row (seed) and column (query); NaN marks a query that does not count (no twin, say) in both. Returns
-    the difference, its interval (low, high), its family interval (family_low, family_high: at the level that makes
-    `family` comparisons hold at once), the bootstrap standard error, the smallest effect the family can detect, each
-    seed's own difference, and the counts."""
+    paired by row (seed) and column (query); NaN marks a query that does not count (no twin, say) in both.
+    `clusters`: a label per query (column) whose queries are not independent (one video's captions, a twin pair);
+    None: every query its own. Returns the difference, its interval (low, high), its family interval (family_low,
+    family_high: at the level that makes `family` comparisons hold at once), the standard error with its degrees of
+    freedom and variance parts, the smallest effect the family can detect, each seed's own difference, and the
+    counts."""
     a, b = np.atleast_2d(np.asarray(first, dtype=float)), np.atleast_2d(np.asarray(second, dtype=float))
     if a.shape != b.shape:
         raise ValueError(f"paired results must have the same shape (seeds x queries): {a.shape} vs {b.shape}")
+    labels = np.arange(a.shape[1]) if clusters is None else np.asarray(clusters)
+    if labels.shape != (a.shape[1],):
+        raise ValueError(f"one cluster label per query: {labels.shape[0]} labels for {a.shape[1]} queries")
     keep = ~(np.isnan(a) | np.isnan(b)).any(axis=0)
     diff = (a - b)[:, keep]
     seeds, queries = diff.shape
     if seeds == 0 or queries == 0:
         raise ValueError("no paired query to compare")
-    # a bootstrap over n seeds spreads their means by (n - 1) / n of their variance: widen each seed's deviation from
-    # the grand mean by sqrt(n / (n - 1)) so that the seed part of the interval has the unbiased variance
-    widened = diff + (np.sqrt(seeds / (seeds - 1)) - 1.0) * (diff.mean(axis=1, keepdims=True) - diff.mean()) \
-        if seeds > 1 else diff
-    rng = np.random.default_rng(seed)
-    means = np.empty(draws)
-    for start in range(0, draws, CHUNK):
-        n = min(CHUNK, draws - start)
-        drawn_seeds = rng.integers(0, seeds, size=(n, seeds)) if seeds > 1 else np.zeros((n, 1), dtype=np.int64)
-        drawn_queries = rng.integers(0, queries, size=(n, seeds, queries))
-        means[start:start + n] = widened[drawn_seeds[:, :, None], drawn_queries].mean(axis=(1, 2))
-    tail, joint = (1.0 - level) / 2.0, family_level(level, family)
-    family_tail = (1.0 - joint) / 2.0
-    low, high, family_low, family_high = np.quantile(means, [tail, 1.0 - tail, family_tail, 1.0 - family_tail])
-    se = float(means.std(ddof=1))
-    return {"difference": float(diff.mean()), "low": float(low), "high": float(high),
-            "family_low": float(family_low), "family_high": float(family_high), "se": se,
-            "detectable": (two_sided_z(joint) + POWER_Z) * se, "per_seed": [float(d) for d in diff.mean(axis=1)],
-            "seeds": seeds, "queries": queries, "level": level, "family": max(1, family), "family_level": joint,
-            "draws": draws}
+    _, codes = np.unique(labels[keep], return_inverse=True)
+    n_clusters = int(codes.max()) + 1
+    if seeds == 1 and n_clusters == 1:
+        raise ValueError("one seed and one cluster of queries: nothing to estimate the spread of a difference from")
+    parts = variance_components(diff, codes, n_clusters)
+    se, df = float(np.sqrt(parts["variance"])), parts["df"]
+    joint = family_level(level, family)
+    difference = float(diff.mean())
+    half, family_half = two_sided_t(level, df) * se, two_sided_t(joint, df) * se
+    return {"difference": difference, "low": difference - half, "high": difference + half,
+            "family_low": difference - family_half, "family_high": difference + family_half, "se": se, "df": df,
+            "v_seeds": parts["v_seeds"], "v_queries": parts["v_queries"], "v_residual": parts["v_residual"],
+            "detectable": (two_sided_t(joint, df) + float(stats.t.ppf(POWER, df))) * se,
+            "per_seed": [float(d) for d in diff.mean(axis=1)], "seeds": seeds, "queries": queries,
+            "clusters": n_clusters, "level": level, "family": max(1, family), "family_level": joint}
 
 
 def verdict(result: dict) -> str:

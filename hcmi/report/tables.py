@@ -353,13 +353,16 @@ MEASURES = (("t2v R@1", "R1"), ("hard pairs: order", "order"), ("hard pairs: bin
 
 
 def query_outcomes(layout: Layout, dataset: str, model: str, seed: int) -> pd.DataFrame | None:
-    """Per test query (by caption id) of one run: 100 for its video at rank 1 (else 0), and the hard-distractor
-    outcome (100 / 50 / 0) of order and binding twins (NaN where the query has no twin of that kind)."""
+    """Per test query (by caption id) of one run: its cluster (the queries that stand or fall together: a twin pair,
+    else a video's captions), 100 for its video at rank 1 (else 0), and the hard-distractor outcome (100 / 50 / 0) of
+    order and binding twins (NaN where the query has no twin of that kind)."""
     path = layout.rankings(dataset, model, seed)
     if not path.exists():
         return None
     table = pd.read_parquet(path)
-    out = pd.DataFrame({"R1": 100.0 * (table["rank"].to_numpy() == 1)}, index=table["caption_id"].to_numpy())
+    clusters = table["cluster"] if "cluster" in table else table["video_id"]  # results written before clusters were
+    out = pd.DataFrame({"cluster": clusters.to_numpy(), "R1": 100.0 * (table["rank"].to_numpy() == 1)},
+                       index=table["caption_id"].to_numpy())
     if "twin_outcome" in table:
         for kind in ("order", "binding"):
             out[kind] = table["twin_outcome"].where(table["twin_kind"] == kind).to_numpy(dtype=float)
@@ -399,21 +402,22 @@ def paired_comparisons(params, layout: Layout, datasets: list[str]) -> pd.DataFr
     rows = []
     for dataset in datasets:
         paired_outcomes = list(_paired_outcomes(params, layout, dataset))
-        for label, first, second, name, a, b in paired_outcomes:
-            result = paired.paired_difference(a, b, family=len(paired_outcomes))
+        for label, first, second, name, a, b, clusters in paired_outcomes:
+            result = paired.paired_difference(a, b, family=len(paired_outcomes), clusters=clusters)
             rows.append({"dataset": dataset, "comparison": label, "first": first, "second": second,
                          "measure": name, "seeds": result["seeds"], "queries": result["queries"],
-                         "difference": result["difference"], "low": result["low"], "high": result["high"],
-                         "family_low": result["family_low"], "family_high": result["family_high"],
-                         "family": result["family"], "detectable": result["detectable"],
+                         "clusters": result["clusters"], "difference": result["difference"], "low": result["low"],
+                         "high": result["high"], "family_low": result["family_low"],
+                         "family_high": result["family_high"], "family": result["family"], "df": result["df"],
+                         "detectable": result["detectable"],
                          "verdict": paired.verdict(result),
                          "per seed": ", ".join(f"{d:+.1f}" for d in result["per_seed"])})
     return pd.DataFrame(rows)
 
 
 def _paired_outcomes(params, layout: Layout, dataset: str):
-    """(label, first, second, measure, first's outcomes, second's outcomes) of every comparison that has results: the
-    [seeds, queries] arrays of both models, paired by seed and query."""
+    """(label, first, second, measure, first's outcomes, second's outcomes, clusters) of every comparison that has
+    results: the [seeds, queries] arrays of both models, paired by seed and query, and each query's cluster."""
     for first, second, label in comparison_pairs(params):
         runs = [(query_outcomes(layout, dataset, first, a), query_outcomes(layout, dataset, second, b))
                 for a, b in _paired_runs(params, first, second)]
@@ -428,7 +432,7 @@ def _paired_outcomes(params, layout: Layout, dataset: str):
             b = np.stack([y.loc[queries, column].to_numpy() for _, y in runs])
             if not (np.isfinite(a) & np.isfinite(b)).all(axis=0).any():
                 continue  # no query with this outcome in both (results written before it was recorded)
-            yield label, first, second, name, a, b
+            yield label, first, second, name, a, b, runs[0][0].loc[queries, "cluster"].to_numpy()
 
 
 def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -443,7 +447,8 @@ def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
         "verdict [all at once]": [f"{v} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in
                                   zip(rows["verdict"], rows["family_low"], rows["family_high"])],
         "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
-        "seeds x queries": [f"{s} x {q}" for s, q in zip(rows["seeds"], rows["queries"])],
+        "seeds x queries (clusters)": [f"{s} x {q} ({c})" for s, q, c in
+                                       zip(rows["seeds"], rows["queries"], rows["clusters"])],
         "per seed": rows["per seed"]}).set_index(["dataset", "comparison", "measure"])
 
 
@@ -533,8 +538,9 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
     comparisons = comparison_rows(data_root, params_files, declared)
     if len(comparisons):
         lines += ["### Paired comparisons: what helps?", "",
-                  "The full method minus each other model, on the same test queries and seeds; 95 % interval from a "
-                  "paired bootstrap over seeds and queries. The verdict follows from the family interval, which holds "
+                  "The full method minus each other model, on the same test queries and seeds; 95 % t interval from "
+                  "the seeds' and the queries' variance (every seed scores the same queries; the queries of a twin "
+                  "pair or of one video count as one cluster). The verdict follows from the family interval, which holds "
                   "for all of a dataset's comparisons at once with 95 % (Bonferroni), so that a rerun does not turn "
                   "a comparison of no effect into a finding by chance; *detectable*: the smallest effect it can "
                   "detect.", "",

@@ -50,9 +50,18 @@ def twin_outcomes(split: RetrievalSplit, final: np.ndarray) -> np.ndarray:
     return np.where(twin >= 0, 100.0 * ((own > other) + 0.5 * (own == other)), np.nan)
 
 
+def query_clusters(captions: pd.DataFrame) -> pd.Series:
+    """Per query, the unit it was drawn with, whose queries stand or fall together (paired comparisons count each
+    cluster once): its twin pair where the split has them (group_id), else its video (the captions of one video)."""
+    videos = captions["video_id"].astype(str)
+    if "group_id" not in captions:
+        return videos
+    return captions["group_id"].where(captions["group_id"].notna(), videos).astype(str)
+
+
 def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.DataFrame:
-    """Per text query: its video's rank, the hard-distractor outcome and kind (where the split has twins), and the
-    top-k videos with their scores."""
+    """Per text query: its video's rank, its cluster, the hard-distractor outcome and kind (where the split has
+    twins), and the top-k videos with their scores."""
     k = min(top_k, final.shape[1])
     top = np.argsort(-final, axis=1, kind="stable")[:, :k]
     ranks = metrics.text_to_video_ranks(final, split.text_video)
@@ -62,6 +71,7 @@ def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.D
         "caption_id": split.captions["caption_id"],
         "text": split.captions["text"],
         "video_id": split.captions["video_id"],
+        "cluster": query_clusters(split.captions).to_numpy(),
         "rank": ranks,
         "twin_outcome": twin_outcomes(split, final),
         "twin_kind": [kind if isinstance(kind, str) else None for kind in kinds],
