@@ -179,7 +179,7 @@ def test_a_family_interval_holds_for_all_comparisons_at_once():
     assert "all at once [" in paired.describe(among) and "all at once" not in paired.describe(alone)
 
 
-def write_rankings(layout, model, seed, hits, twins=None):
+def write_rankings(layout, model, seed, hits, twins=None, clusters=None):
     rows = len(hits)
     table = pd.DataFrame({"caption_id": [f"q{i}" for i in range(rows)], "text": "",
                           "video_id": [f"v{i}" for i in range(rows)],
@@ -187,9 +187,33 @@ def write_rankings(layout, model, seed, hits, twins=None):
                           "twin_outcome": twins if twins is not None else [np.nan] * rows,
                           "twin_kind": ["order" if i % 2 else "binding" for i in range(rows)],
                           "top_videos": [[] for _ in range(rows)], "top_scores": [[] for _ in range(rows)]})
+    if clusters is not None:
+        table["cluster"] = clusters
     path = layout.rankings("synthetic", model, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(path)
+
+
+def test_a_query_cluster_is_its_twin_pair_else_its_video_and_the_comparisons_count_clusters(tmp_path):
+    from hcmi.report.tables import comparison_rows
+    from hcmi.steps.evaluate import query_clusters
+
+    captions = pd.DataFrame({"video_id": ["a", "b", "c", "c"], "group_id": ["pair-0", "pair-0", None, None]})
+    assert list(query_clusters(captions)) == ["pair-0", "pair-0", "c", "c"]
+    assert list(query_clusters(captions.drop(columns="group_id"))) == ["a", "b", "c", "c"]
+
+    raw = tiny_params_dict()
+    raw.update(seeds=[0, 1], ablations=[], ablation_seeds=[0, 1])
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    layout = Layout(tmp_path / "data")
+    rng = np.random.default_rng(2)
+    for seed in (0, 1):
+        write_rankings(layout, "hcmi", seed, rng.random(40) < 0.6, clusters=[f"pair-{i // 2}" for i in range(40)])
+        write_rankings(layout, "baseline", seed, rng.random(40) < 0.3, clusters=[f"pair-{i // 2}" for i in range(40)])
+    rows = comparison_rows(layout.root, [params_file])
+    first = rows[(rows["second"] == "baseline") & (rows["measure"] == "t2v R@1")].iloc[0]
+    assert (first["seeds"], first["queries"], first["clusters"]) == (2, 40, 20)
 
 
 def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
