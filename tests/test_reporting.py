@@ -195,7 +195,7 @@ def write_rankings(layout, model, seed, hits, twins=None, clusters=None):
 
 
 def test_a_query_cluster_is_its_twin_pair_else_its_video_and_the_comparisons_count_clusters(tmp_path):
-    from hcmi.report.tables import comparison_rows
+    from hcmi.report.tables import _degrees, comparison_rows, comparison_table
     from hcmi.steps.evaluate import query_clusters
 
     captions = pd.DataFrame({"video_id": ["a", "b", "c", "c"], "group_id": ["pair-0", "pair-0", None, None]})
@@ -214,6 +214,9 @@ def test_a_query_cluster_is_its_twin_pair_else_its_video_and_the_comparisons_cou
     rows = comparison_rows(layout.root, [params_file])
     first = rows[(rows["second"] == "baseline") & (rows["measure"] == "t2v R@1")].iloc[0]
     assert (first["seeds"], first["queries"], first["clusters"]) == (2, 40, 20)
+    shown = comparison_table(rows).loc[("synthetic", "hcmi vs baseline", "t2v R@1")]
+    assert shown["seeds x queries (clusters)"] == "2 x 40 (20)" and shown["df"] == _degrees(first["df"])
+    assert (_degrees(float("inf")), _degrees(3.14), _degrees(249.6)) == ("∞", "3.1", "250")
 
 
 def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
@@ -237,6 +240,7 @@ def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
         write_rankings(layout, "hcmi-no-enhance", seed, hcmi[rng.permutation(100)])
     text = results_markdown(layout.root, [params_file])
     assert "from commit(s) abcdef1234" in text
+    assert "| detectable | df | per seed |" in text
     assert "| hcmi | 2 | 60.5 ± 0.5 |" in text
     lines = {tuple(cell.strip() for cell in line.split("|")[2:4]): line for line in text.splitlines()
              if line.startswith("| synthetic |")}

@@ -447,9 +447,15 @@ def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
         "verdict [all at once]": [f"{v} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in
                                   zip(rows["verdict"], rows["family_low"], rows["family_high"])],
         "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
+        "df": [_degrees(v) for v in rows["df"]],
         "seeds x queries (clusters)": [f"{s} x {q} ({c})" for s, q, c in
                                        zip(rows["seeds"], rows["queries"], rows["clusters"])],
         "per seed": rows["per seed"]}).set_index(["dataset", "comparison", "measure"])
+
+
+def _degrees(df: float) -> str:
+    """Degrees of freedom for display: one decimal below 10, whole above, ∞ for a normal interval."""
+    return "∞" if not np.isfinite(df) else f"{df:.1f}" if df < 10 else f"{df:.0f}"
 
 
 def comparison_figure(rows: pd.DataFrame):
@@ -543,13 +549,14 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
                   "pair or of one video count as one cluster). The verdict follows from the family interval, which holds "
                   "for all of a dataset's comparisons at once with 95 % (Bonferroni), so that a rerun does not turn "
                   "a comparison of no effect into a finding by chance; *detectable*: the smallest effect it can "
-                  "detect.", "",
+                  "detect; *df*: the degrees of freedom of its t (few where the seeds disagree more than the queries "
+                  "do: the family interval is then wide, and more seeds narrow it).", "",
                   "| dataset | comparison | measure | difference [95% interval] | verdict [all at once] | detectable "
-                  "| per seed |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| df | per seed |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['dataset']} | {r['comparison']} | {r['measure']} | {r['difference']:+.1f} "
                   f"[{r['low']:+.1f}, {r['high']:+.1f}] | {r['verdict']} [{r['family_low']:+.1f}, "
-                  f"{r['family_high']:+.1f}] | ±{r['detectable']:.1f} | {r['per seed']} |"
+                  f"{r['family_high']:+.1f}] | ±{r['detectable']:.1f} | {_degrees(r['df'])} | {r['per seed']} |"
                   for r in comparisons.to_dict("records")]
         lines.append("")
     origin = ", ".join(sorted(commits)) or "not recorded"
