@@ -6,7 +6,8 @@ numpy only. Conventions:
   scores everything alike gets the worst rank, never a lucky one, and the result does not depend on the order of items.
 - Text-to-video: every text is a query. Video-to-text: every video is a query; its rank is that of its best-ranked
   caption (the multi-caption protocol; with one caption per video this is the plain rank).
-- NaN scores rank below everything.
+- NaN scores rank below everything, and so do -inf scores: a pair scored -inf (a text and a video of different
+  galleries, hcmi/scoring.py) is left out of both directions' ranks.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def dual_softmax(sim: np.ndarray, temperature: float, axis: int) -> np.ndarray:
     logits = logits - np.max(logits, axis=axis, keepdims=True)
     prior = np.exp(logits)
     prior /= prior.sum(axis=axis, keepdims=True)
-    return sim * prior
+    return _keep_excluded(sim, lambda: sim * prior)
 
 
 def bank_dual_softmax(sim: np.ndarray, bank: np.ndarray, temperature: float) -> np.ndarray:
@@ -89,7 +90,15 @@ def bank_dual_softmax(sim: np.ndarray, bank: np.ndarray, temperature: float) -> 
     sim, bank = _clean(sim), _clean(bank)
     shift = np.max(bank * temperature, axis=0, keepdims=True)
     normaliser = np.exp(bank * temperature - shift).sum(axis=0, keepdims=True)
-    return sim * np.exp(sim * temperature - shift) / normaliser
+    return _keep_excluded(sim, lambda: sim * np.exp(sim * temperature - shift) / normaliser)
+
+
+def _keep_excluded(sim: np.ndarray, rescore) -> np.ndarray:
+    """rescore(), with the pairs excluded from ranking (-inf: NaN, or another gallery's) kept at -inf rather than
+    the NaN that -inf times a zero prior makes."""
+    with np.errstate(invalid="ignore"):
+        rescored = rescore()
+    return np.where(np.isneginf(sim), -np.inf, rescored)
 
 
 def retrieval_metrics(sim: np.ndarray, text_video: np.ndarray, dsl_temperature: float | None = None) -> dict:

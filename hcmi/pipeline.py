@@ -123,7 +123,7 @@ STEPS: tuple[Step, ...] = (
                  "test_frames": _p(_L.frame_index(D, "test"))},
          state_inputs=(_p(_L.frame_shards(D, "test")),),
          outputs={"rankings": _p(_L.rankings(D, M, S))}, metrics={"metrics": _p(_L.seed_metrics(D, M, S))},
-         params=("eval",) + COMPUTE, threads="compute.train_threads",
+         params=("eval", f"data.{D}.test_folds") + COMPUTE, threads="compute.train_threads",
          resources=(("mem_mb", "compute.train_mem_mb"),), groups=EVALUATED),
     Step("index", f"hcmi index --dataset {D} --model {M} --seed {S}", "hcmi.steps.index",
          inputs={"model": _p(_L.model_file(D, M, S)), "test_frames": _p(_L.frame_index(D, "test")),

@@ -15,7 +15,7 @@ from hcmi.data.frames import FrameCache
 from hcmi.data.loader import CachedVideos, sequential_loader
 from hcmi.data.splits import RetrievalSplit
 from hcmi.logs import progress
-from hcmi.model.retrieval import RetrievalModel, concat_reps, slice_rep
+from hcmi.model.retrieval import RetrievalModel, concat_reps, slice_rep, take_rep
 from hcmi.model.similarity import reused_pair_buffer
 
 
@@ -79,6 +79,27 @@ def level_similarity_matrices(model: RetrievalModel, text: dict, video: dict, me
                 for level, sim in model.level_similarities(t_rep, slice_rep(video, v0, v0 + bv)).items():
                     out[level][t0 : t0 + bt, v0 : v0 + bv] = sim.float().cpu().numpy()
     return out
+
+
+def gallery_scores(model: RetrievalModel, text: dict, video: dict, galleries, memory_mb: float,
+                   device=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(level score matrices, final score matrix) [n_texts, n_videos] where each text is scored against the videos
+    of its own gallery only (`galleries`: (text rows, video columns) of each, as RetrievalSplit.galleries gives them);
+    a pair across galleries scores -inf, so it ranks below every candidate and metrics count it nowhere. One
+    gallery: every pair."""
+    if len(galleries) == 1:
+        levels = level_similarity_matrices(model, text, video, memory_mb, device)
+        return levels, model.combine(levels)
+    n_t, n_v = _count(text), _count(video)
+    levels = {level: np.full((n_t, n_v), -np.inf, dtype=np.float32) for level in model.levels}
+    final = np.full((n_t, n_v), -np.inf, dtype=np.float32)
+    for rows, columns in galleries:
+        block = np.ix_(rows, columns)
+        part = level_similarity_matrices(model, take_rep(text, rows), take_rep(video, columns), memory_mb, device)
+        for level, sim in part.items():
+            levels[level][block] = sim
+        final[block] = model.combine(part)
+    return levels, final
 
 
 def encode_split(model: RetrievalModel, split: RetrievalSplit, cache: FrameCache, tokenize, batch_size: int,

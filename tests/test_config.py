@@ -172,6 +172,7 @@ def test_every_pipeline_step_reads_only_what_it_declares(tiny_data, tmp_path):
     summary = summarize.run(view("summarize", dataset="synthetic", model="baseline"), run_layout, "synthetic",
                             "baseline")
     assert summary["seeds"] == [0]
-    narrower = params.restrict([k for k in STEP["evaluate"].params if k != "eval"] + ["eval.batch_size"], "evaluate")
+    declared = STEP["evaluate"].declared_params(dataset="synthetic", model="baseline", seed=0)
+    narrower = params.restrict([k for k in declared if k != "eval"] + ["eval.batch_size"], "evaluate")
     with pytest.raises(UndeclaredParameter, match="eval.block_memory_mb|eval.dsl|eval.top_k"):
         evaluate.run(narrower, run_layout, "synthetic", "baseline", 0)

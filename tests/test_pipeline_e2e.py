@@ -190,6 +190,13 @@ def test_changing_an_evaluation_parameter_reruns_only_evaluation_and_reports(sna
     assert rules.count("evaluate") == 4  # every trained run and the zero-shot one is re-evaluated, none re-trained
 
 
+def test_cutting_the_test_split_into_galleries_reruns_only_evaluation_and_reports(snakemake_run):
+    workdir = snakemake_run
+    (workdir / "galleries.yaml").write_text("data: {synthetic: {test_folds: 2}}\n")
+    rules = planned_rules(workdir, "all", *TINY, "galleries.yaml")
+    assert set(rules) == EVALUATION_AND_REPORTS and rules.count("evaluate") == 4, rules
+
+
 def test_changing_a_training_parameter_reruns_training_and_what_follows_in_both_tools(snakemake_run, dvc_origin):
     workdir = snakemake_run
     (workdir / "lr.yaml").write_text("train: {lr: 0.002}\n")

@@ -196,11 +196,14 @@ def write_rankings(layout, model, seed, hits, twins=None, clusters=None):
 
 def test_a_query_cluster_is_its_twin_pair_else_its_video_and_the_comparisons_count_clusters(tmp_path):
     from hcmi.report.tables import _degrees, comparison_rows, comparison_table
-    from hcmi.steps.evaluate import query_clusters
+    from hcmi.data.splits import RetrievalSplit
 
-    captions = pd.DataFrame({"video_id": ["a", "b", "c", "c"], "group_id": ["pair-0", "pair-0", None, None]})
-    assert list(query_clusters(captions)) == ["pair-0", "pair-0", "c", "c"]
-    assert list(query_clusters(captions.drop(columns="group_id"))) == ["a", "b", "c", "c"]
+    captions = pd.DataFrame({"video_id": ["a", "b", "c", "c"], "group_id": ["pair-0", "pair-0", None, None],
+                             "caption_id": ["a#0", "b#0", "c#0", "c#1"], "text": ["x"] * 4, "split": ["test"] * 4})
+    split = RetrievalSplit(captions, {"a", "b", "c"}, "test")
+    assert list(split.query_clusters) == ["pair-0", "pair-0", "c", "c"]
+    split.captions = split.captions.drop(columns="group_id")
+    assert list(split.query_clusters) == ["a", "b", "c", "c"]
 
     raw = tiny_params_dict()
     raw.update(seeds=[0, 1], ablations=[], ablation_seeds=[0, 1])

@@ -34,6 +34,32 @@ class RetrievalSplit:
     def texts(self) -> list[str]:
         return list(self.captions["text"])
 
+    @property
+    def query_clusters(self) -> np.ndarray:
+        """Per caption, the unit it was drawn with, whose queries stand or fall together: its twin pair where the
+        split has them (group_id), else its video (the captions of one video)."""
+        videos = self.captions["video_id"].astype(str)
+        if "group_id" not in self.captions:
+            return videos.to_numpy()
+        groups = self.captions["group_id"]
+        return groups.where(groups.notna(), videos).astype(str).to_numpy()
+
+    def galleries(self, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(caption rows, video columns) of each of `folds` galleries: the clusters of the split, in the order of
+        their videos, cut into `folds` contiguous blocks of as equal a number of clusters as can be (a cluster is
+        never divided, so a twin stays in its twin's gallery). One fold: the whole split."""
+        if folds == 1:
+            return [(np.arange(len(self.captions)), np.arange(len(self.video_ids)))]
+        clusters = self.query_clusters
+        video_cluster = dict(zip(self.text_video.tolist(), clusters.tolist()))
+        order = list(dict.fromkeys(video_cluster[v] for v in range(len(self.video_ids))))  # each video has a caption
+        if not 1 <= folds <= len(order):
+            raise ValueError(f"{folds} galleries asked of a split of {len(order)} clusters (twin pairs or videos)")
+        fold_of = {cluster: i * folds // len(order) for i, cluster in enumerate(order)}
+        text_fold = np.array([fold_of[c] for c in clusters], dtype=np.int64)
+        video_fold = np.array([fold_of[video_cluster[v]] for v in range(len(self.video_ids))], dtype=np.int64)
+        return [(np.flatnonzero(text_fold == f), np.flatnonzero(video_fold == f)) for f in range(folds)]
+
     def counts(self) -> dict:
         return {"videos": len(self.video_ids), "captions": int(len(self.captions)),
                 "skipped_videos": len(self.missing_videos), "dropped_captions": int(self.dropped_captions)}

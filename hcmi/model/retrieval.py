@@ -57,6 +57,12 @@ def slice_rep(rep: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, 
     return {key: value[start:stop] for key, value in rep.items()}
 
 
+def take_rep(rep: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
+    """The items at `rows` (indices, in that order) of a representation."""
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return {key: value.index_select(0, index.to(value.device)) for key, value in rep.items()}
+
+
 def concat_reps(reps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.cat([r[key] for r in reps]) for key in reps[0]}
 

@@ -352,6 +352,21 @@ def index_table(data_root: str | Path = "data", params_files=None, declared=None
 MEASURES = (("t2v R@1", "R1"), ("hard pairs: order", "order"), ("hard pairs: binding", "binding"))
 
 
+def test_split_text(counts: dict) -> str:
+    """What the test split held and what a query was ranked among (its gallery), with chance R@1 (markdown)."""
+    videos, captions = counts.get("videos", "?"), counts.get("captions", "?")
+    text = (f"Evaluated on the **test** split: {videos} videos, {captions} query captions "
+            f"({counts.get('skipped_videos', 0)} videos unreadable and left out). ")
+    sizes = counts.get("gallery_videos") or [videos]
+    if len(sizes) > 1:
+        text += (f"Ranked in {len(sizes)} galleries of {' / '.join(map(str, sizes))} videos: each query among its own "
+                 "gallery's videos, so R@K has the scale of one gallery, measured over every query. ")
+    known = [n for n in sizes if isinstance(n, int) and n > 0]
+    if known:
+        text += f"Chance text-to-video R@1: {100 * len(known) / sum(known):.2f}%."
+    return text
+
+
 def query_outcomes(layout: Layout, dataset: str, model: str, seed: int) -> pd.DataFrame | None:
     """Per test query (by caption id) of one run: its cluster (the queries that stand or fall together: a twin pair,
     else a video's captions), 100 for its video at rank 1 (else 0), and the hard-distractor outcome (100 / 50 / 0) of

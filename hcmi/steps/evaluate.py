@@ -1,7 +1,8 @@
 """`hcmi evaluate --dataset D --model M --seed S`: evaluate a trained run on the dataset's test split.
 
-Encodes every test video and caption once, scores all pairs in memory-bounded blocks (hcmi/scoring.py) and writes
-metrics.json (t2v and v2t R@1/5/10, MdR, MnR, with and without dual softmax, per level, hard-distractor accuracy
+Encodes every test video and caption once, scores each caption against every video of its gallery (all of them
+unless `data.<dataset>.test_folds` cuts the split into galleries) in memory-bounded blocks (hcmi/scoring.py), and
+writes metrics.json (t2v and v2t R@1/5/10, MdR, MnR, with and without dual softmax, per level, hard-distractor accuracy
 where the dataset defines twins, counts, and the provenance of this result and of the model it evaluated) and
 rankings.parquet (top-k videos per text query, for the reports).
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hcmi import checkpoints, metrics, provenance, runtime
-from hcmi.config import model_params
+from hcmi.config import ConfigError, model_params
 from hcmi.data.annotations import read_annotations, split_table
 from hcmi.data.frames import FrameCache
 from hcmi.data.splits import RetrievalSplit
@@ -23,7 +24,7 @@ from hcmi.files import write_json, write_table
 from hcmi.model import create_backbone
 from hcmi.model.factory import build_model
 from hcmi.model.backbone import tokenizer
-from hcmi.scoring import encode_split, encode_texts, level_similarity_matrices, retrieval_results
+from hcmi.scoring import encode_split, encode_texts, gallery_scores, level_similarity_matrices, retrieval_results
 from hcmi.steps.common import fingerprints
 
 log = logging.getLogger(__name__)
@@ -50,20 +51,12 @@ def twin_outcomes(split: RetrievalSplit, final: np.ndarray) -> np.ndarray:
     return np.where(twin >= 0, 100.0 * ((own > other) + 0.5 * (own == other)), np.nan)
 
 
-def query_clusters(captions: pd.DataFrame) -> pd.Series:
-    """Per query, the unit it was drawn with, whose queries stand or fall together (paired comparisons count each
-    cluster once): its twin pair where the split has them (group_id), else its video (the captions of one video)."""
-    videos = captions["video_id"].astype(str)
-    if "group_id" not in captions:
-        return videos
-    return captions["group_id"].where(captions["group_id"].notna(), videos).astype(str)
-
-
 def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.DataFrame:
     """Per text query: its video's rank, its cluster, the hard-distractor outcome and kind (where the split has
-    twins), and the top-k videos with their scores."""
+    twins), and the top-k videos of its gallery with their scores."""
     k = min(top_k, final.shape[1])
     top = np.argsort(-final, axis=1, kind="stable")[:, :k]
+    shown = [row[final[i, row] > -np.inf] for i, row in enumerate(top)]  # only the query's own gallery
     ranks = metrics.text_to_video_ranks(final, split.text_video)
     ids = np.asarray(split.video_ids)
     kinds = split.captions["twin_kind"] if "twin_kind" in split.captions else [None] * len(ranks)
@@ -71,13 +64,27 @@ def rankings_table(split: RetrievalSplit, final: np.ndarray, top_k: int) -> pd.D
         "caption_id": split.captions["caption_id"],
         "text": split.captions["text"],
         "video_id": split.captions["video_id"],
-        "cluster": query_clusters(split.captions).to_numpy(),
+        "cluster": split.query_clusters,
         "rank": ranks,
         "twin_outcome": twin_outcomes(split, final),
         "twin_kind": [kind if isinstance(kind, str) else None for kind in kinds],
-        "top_videos": [list(ids[row]) for row in top],
-        "top_scores": [list(map(float, final[i, row])) for i, row in enumerate(top)],
+        "top_videos": [list(ids[row]) for row in shown],
+        "top_scores": [list(map(float, final[i, row])) for i, row in enumerate(shown)],
     })
+
+
+def test_galleries(params, dataset: str, split: RetrievalSplit) -> list:
+    """The galleries (caption rows, video columns) the test split is ranked in: `data.<dataset>.test_folds` of
+    them (each query among its own gallery's videos)."""
+    folds = params.dataset(dataset).test_folds
+    try:
+        galleries = split.galleries(folds)
+    except ValueError as error:
+        raise ConfigError(f"params: data.{dataset}.test_folds = {folds}: {error}") from None
+    if folds > 1:
+        log.info("%d galleries of %s test videos: each query is ranked among its own gallery's", folds,
+                 "/".join(str(len(columns)) for _, columns in galleries))
+    return galleries
 
 
 def evaluate(params, layout, dataset: str, variant: str, seed: int) -> tuple[dict, pd.DataFrame, object]:
@@ -94,11 +101,12 @@ def evaluate(params, layout, dataset: str, variant: str, seed: int) -> tuple[dic
     tokenize = tokenizer(checkpoint["backbone"]["name"], checkpoint["max_words"])
     ev = params.eval
     text, video = encode_split(model, split, cache, tokenize, ev.batch_size, run_env.device)
-    levels = level_similarity_matrices(model, text, video, ev.block_memory_mb, run_env.device)
-    final = model.combine(levels)
+    galleries = test_galleries(params, dataset, split)
+    levels, final = gallery_scores(model, text, video, galleries, ev.block_memory_mb, run_env.device)
     bank = caption_bank_scores(model, annotations, video, tokenize, ev, run_env.device) if ev.dsl else None
     result = retrieval_results(split, levels, final, ev.dsl_temperature if ev.dsl else None, bank)
-    result["counts"] = split.counts()
+    result["counts"] = {**split.counts(), "galleries": len(galleries),
+                        "gallery_videos": [len(columns) for _, columns in galleries]}
     result["run"] = {"dataset": dataset, "model": variant, "seed": seed, "split": "test",
                      "selected_checkpoint": checkpoint["selected"], "trained_steps": checkpoint["step"]}
     result["model_provenance"] = checkpoint.get("provenance")

@@ -126,7 +126,8 @@ rule evaluate:
         "logs/evaluate/{dataset}-{model}-{seed}.log",
     params:
         declared=lambda wildcards: declared(
-            wildcards, "eval", "compute.train_threads", "compute.numerics", "compute.device", "compute.deterministic"
+            wildcards, "eval", "data.{dataset}.test_folds", "compute.train_threads", "compute.numerics",
+            "compute.device", "compute.deterministic"
         ),
         code=lambda wildcards: code_hash("evaluate", wildcards.model),
     threads: param("compute.train_threads")
