@@ -75,7 +75,7 @@ class SyntheticDataset(Section):
     max_words: int = Field(ge=4)
     source: SyntheticSource
     test_folds: PositiveInt = Field(
-        1, description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
+        description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
         "into this many blocks; each query is ranked among its own gallery's videos and the metrics are taken over "
         "every query, so more test videos add queries without making R@K harder (as COCO's 5 x 1K test; 1: the "
         "whole split, the real benchmarks' protocol)")
@@ -86,7 +86,7 @@ class RealDataset(Section):
     max_words: int = Field(ge=4)
     source: RealSource
     test_folds: PositiveInt = Field(
-        1, description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
+        description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
         "into this many blocks; each query is ranked among its own gallery's videos and the metrics are taken over "
         "every query, so more test videos add queries without making R@K harder (as COCO's 5 x 1K test; 1: the "
         "whole split, the real benchmarks' protocol)")

@@ -155,7 +155,8 @@ def test_snakemake_all_writes_reports_and_the_models_learn(snakemake_run):
     for model in MODELS:
         summary = metrics_of(workdir, model)
         counts = summary["per_seed"]["0"]["counts"]
-        assert counts == {"videos": 16, "captions": 16, "skipped_videos": 0, "dropped_captions": 0}
+        assert counts == {"videos": 16, "captions": 16, "skipped_videos": 0, "dropped_captions": 0, "galleries": 1,
+                          "gallery_videos": [16]}
     for model in ("baseline", "hcmi"):  # the compared models learn
         mean_rank, chance, spread = training_retrieval(workdir, model)
         assert chance - mean_rank >= LEARNED_Z * spread, (model, mean_rank, chance, spread)
@@ -320,7 +321,8 @@ def test_the_zero_shot_row_is_the_pretrained_backbone_never_trained(snakemake_ru
 
 def test_a_checkpoint_verifies_against_its_recorded_metrics(snakemake_run, tmp_path):
     workdir = snakemake_run
-    args = ["verify", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0"]
+    args = ["--params", "params.yaml", "--params", "tiny.yaml", "verify", "--dataset", "synthetic", "--model", "hcmi",
+            "--seed", "0"]  # the parameters the run was made with: the shipped ones and the tiny overrides
     result = hcmi(workdir, *args)
     assert "reproduced" in result.stderr
     metrics_path = workdir / "data/results/synthetic/hcmi/seeds/0/metrics.json"

@@ -97,7 +97,7 @@ def e2e_params(manual_root) -> dict:
     params.update(datasets=DATASETS, models=["baseline"], seeds=[0], ablations=[], ablation_seeds=[0])
     for dataset in DATASETS:
         # hcmi-tiny reads 32 tokens; paragraph datasets keep their longer queries, truncated like any other
-        params["data"][dataset] = {"max_frames": 4, "max_words": 32,
+        params["data"][dataset] = {"max_frames": 4, "max_words": 32, "test_folds": 1,
                                    "source": {"manual_dir": str(manual_root / dataset)}}
     params["frames"].update(max_skip_fraction=0.5)  # one of the few fixture videos is missing on purpose
     params["train"].update(batch_size=4, epochs=1, log_every=1, checkpoint_every=1)
@@ -145,7 +145,7 @@ def test_metrics_count_the_protocols_queries_and_videos(real_run, dataset, video
     counts = seed_metrics(real_run[0], dataset)["counts"]
     missing = 1 if dataset == MISSING_VIDEO[0] else 0
     assert counts == {"videos": videos, "captions": captions, "skipped_videos": missing,
-                      "dropped_captions": missing}
+                      "dropped_captions": missing, "galleries": 1, "gallery_videos": [videos]}
 
 
 @pytest.mark.slow
