@@ -70,26 +70,24 @@ class RealSource(Section):
         "URL: an institutional mirror, or a local server in tests (null or absent = the upstream URLs)")
 
 
-class SyntheticDataset(Section):
+class DatasetProtocol(Section):
+    """What every dataset entry sets: frames and words per sample, and the galleries its test split is ranked in."""
+
     max_frames: PositiveInt
     max_words: int = Field(ge=4)
+    test_folds: PositiveInt = Field(
+        description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
+        "into this many blocks; each query is ranked among its own gallery's videos and the metrics are taken over "
+        "every query, so more test videos add queries without making R@K harder (as COCO's 5 x 1K test; 1: the "
+        "whole split, the real benchmarks' protocol)")
+
+
+class SyntheticDataset(DatasetProtocol):
     source: SyntheticSource
-    test_folds: PositiveInt = Field(
-        description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
-        "into this many blocks; each query is ranked among its own gallery's videos and the metrics are taken over "
-        "every query, so more test videos add queries without making R@K harder (as COCO's 5 x 1K test; 1: the "
-        "whole split, the real benchmarks' protocol)")
 
 
-class RealDataset(Section):
-    max_frames: PositiveInt
-    max_words: int = Field(ge=4)
+class RealDataset(DatasetProtocol):
     source: RealSource
-    test_folds: PositiveInt = Field(
-        description="galleries the test split is ranked in: its clusters (twin pairs, else videos) in order, cut "
-        "into this many blocks; each query is ranked among its own gallery's videos and the metrics are taken over "
-        "every query, so more test videos add queries without making R@K harder (as COCO's 5 x 1K test; 1: the "
-        "whole split, the real benchmarks' protocol)")
 
 
 class Data(BaseModel):
