@@ -278,7 +278,7 @@ def compare_numerics(args, where: str) -> dict:
     rows = [{"numerics": mode, "torch_kernels": capability[mode], "s_per_step": round(seconds[mode], 4),
              "ratio_to_native": round(ratio[mode], 3)} for mode in numerics.MODES]
     print(table(rows, list(rows[0])))
-    print(f"\n{where}: HCMI step, portable {ratio['portable']:.2f}x and compatible "
+    print(f"\n{where}: HCMI step, portable {ratio['portable']:.2f}x, vendor {ratio['vendor']:.2f}x and compatible "
           f"{ratio['compatible']:.2f}x the native step's time (median of {NUMERICS_CYCLES} x {args.rounds} "
           f"steps per mode, fresh processes, CPU: {numerics.cpu_model()})\n")
     return {"rows": rows, "cpu": numerics.cpu_model(), "cpu_flags": sorted(numerics.cpu_flags() &

@@ -7,15 +7,18 @@ CPU's cache sizes). One epoch with two kernel choices already leaves no weight t
 that into another results table. So every hcmi process pins the three before torch computes anything
 (`compute.numerics`):
 
-    portable    x86-64-v3 (AVX2 + FMA): torch's AVX2 kernels, oneDNN at most AVX2, MKL's conditional numerical
-                reproducibility on its AVX2 branch in strict mode (fixed blocking, independent of cache sizes and
-                memory alignment). Machines of one vendor with AVX2 agree, AVX-512 ones included; an Intel and an
-                AMD machine do not (MKL keeps its branches identical across Intel processors only; measured:
-                docs/reproducibility.md). The default. No speed lost on an AVX2 machine (bench/train_step.py
-                --compare numerics measures it).
-    compatible  any x86-64: torch's scalar kernels, oneDNN at most SSE4.1, MKL's COMPATIBLE branch (the one MKL
-                promises to give the same results on Intel and non-Intel processors alike). Slower matrix products.
+    portable    x86-64-v3 (AVX2 + FMA), every vendor: torch's AVX2 kernels, oneDNN at most AVX2 (both JIT or
+                compiled code that runs the same instructions on an Intel and an AMD processor), and MKL's COMPATIBLE
+                branch in strict mode, the one MKL promises to give the same results on Intel and non-Intel processors
+                (its faster branches are kept identical across Intel processors only). Measured: an Intel Xeon with
+                AVX-512 and an AMD EPYC with AVX2 give the same bits (docs/reproducibility.md). The default.
+    vendor      x86-64-v3 per CPU vendor: as portable, but MKL on its AVX2 branch (faster matrix products); machines of
+                one vendor agree, an Intel and an AMD machine do not.
+    compatible  any x86-64: torch's scalar kernels, oneDNN at most SSE4.1, MKL's COMPATIBLE branch. Slowest.
     native      whatever the CPU offers (nothing pinned; the launcher's environment decides): fastest, per machine.
+
+Off x86-64 (ARM) none of the three libraries read these variables: nothing is pinned there, whatever the mode, and
+every result says so (`record`).
 
 What else dispatches on the CPU was checked, not pinned: the JPEG codec of the frame cache (libjpeg-turbo in Pillow)
 gives identical bytes with its SIMD forced off (tests/test_numerics.py proves it on every run), decord's H.264
@@ -35,19 +38,25 @@ from pathlib import Path
 
 from hcmi.errors import HcmiError
 
-MODES = ("portable", "compatible", "native")
+MODES = ("portable", "vendor", "compatible", "native")
 
 # the variables each library reads once, when it first computes; the values of each mode
 SETTINGS: dict[str, dict[str, str]] = {
-    "portable": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"},
+    "portable": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE,STRICT"},
+    "vendor": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"},
     "compatible": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE,STRICT"},
     "native": {},
 }
 VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 # torch.backends.cpu.get_cpu_capability() once a mode's kernels are in use
-TORCH_CAPABILITY = {"portable": "AVX2", "compatible": "DEFAULT"}
+TORCH_CAPABILITY = {"portable": "AVX2", "vendor": "AVX2", "compatible": "DEFAULT"}
 # the CPU flags a mode needs (Linux /proc/cpuinfo names)
-REQUIRED_FLAGS = {"portable": ("avx2", "fma"), "compatible": ()}
+REQUIRED_FLAGS = {"portable": ("avx2", "fma"), "vendor": ("avx2", "fma"), "compatible": ()}
+# which machines give the same bits as this one, per mode (on x86-64; elsewhere nothing is pinned)
+AGREES_WITH = {"portable": "every x86-64-v3 machine (AVX2 + FMA), Intel and AMD alike",
+               "vendor": "x86-64-v3 machines of the same CPU vendor",
+               "compatible": "every x86-64 machine",
+               "native": "machines with the same CPU kernels only (nothing pinned)"}
 # the flags that decide which kernels run where nothing is pinned (recorded with every result)
 KERNEL_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
@@ -88,12 +97,23 @@ def record(mode: str | None) -> dict:
     """What decides the kernels of this process: for the provenance of every result."""
     record = {"mode": mode, "settings": {name: os.environ.get(name) for name in VARIABLES},
               "machine": platform.machine(), "cpu": cpu_model(), "vendor": cpu_vendor(),
-              "cpu_flags": [flag for flag in KERNEL_FLAGS if flag in cpu_flags()]}
+              "cpu_flags": [flag for flag in KERNEL_FLAGS if flag in cpu_flags()],
+              "agrees_with": agreement(mode)}
     import torch
 
     record["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     record.update(library_builds(torch.__config__.show()))
     return record
+
+
+def agreement(mode: str | None) -> str | None:
+    """Which machines this mode's results agree with, said plainly; off x86-64 nothing is pinned."""
+    if mode is None:
+        return None
+    if not is_x86():
+        return (f"nothing is pinned on {platform.machine()}: compute.numerics acts on x86-64 only, so these numbers "
+                "agree only with machines that run the same kernels")
+    return AGREES_WITH[mode]
 
 
 def library_builds(config_text: str) -> dict:

@@ -261,9 +261,9 @@ class Compute(Section):
     sample_threads: PositiveInt
     train_threads: PositiveInt = Field(
         description="CPU threads of a training or evaluation job (its results depend on it, so those steps declare it)")
-    numerics: Literal["portable", "compatible", "native"] = Field(
-        description="CPU kernels of every result (portable = x86-64-v3 pinned, compatible = any x86-64, native = "
-        "unpinned)")
+    numerics: Literal["portable", "vendor", "compatible", "native"] = Field(
+        description="CPU kernels of every result (portable = x86-64-v3 pinned, Intel and AMD alike; vendor = "
+        "x86-64-v3 per CPU vendor, faster matrix products; compatible = any x86-64; native = unpinned)")
     device: Literal["auto", "cpu", "cuda"]
     deterministic: bool = Field(
         description="deterministic algorithms (on CUDA also a fixed cuBLAS workspace); the same seed gives the same "

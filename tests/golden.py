@@ -9,10 +9,10 @@ Re-pin only for a deliberate change of what the pipeline computes (a new default
 in the same commit as that change and with the reason in its message (docs/reproducibility.md). A machine whose
 numbers differ from the pinned ones fails tests/test_golden.py instead of writing another results table.
 
-The fingerprints are pinned per CPU vendor (GenuineIntel, AuthenticAMD): MKL promises the same results on one vendor's
-processors only, and an Intel and an AMD machine gave other float32 results under the same pinned kernels
-(docs/reproducibility.md). `--update` writes this machine's vendor and leaves the others; the data (benchmark, frame
-caches) must agree across vendors, which tests/test_golden.py checks.
+One set of fingerprints serves every x86-64-v3 machine (AVX2 + FMA), Intel and AMD alike: `portable` pins MKL to its
+COMPATIBLE branch, the one it keeps identical across vendors, and torch and oneDNN to AVX2 (docs/reproducibility.md).
+The file records the settings it was pinned under and the CPUs it was reproduced on; a machine of another level (no
+AVX2, or not x86-64, where nothing is pinned) has no section and fails.
 
 Fingerprinted: the synthetic benchmark (its manifest: every video's sha256), the frame cache of each split (the
 shard bytes and the index's rows), the backbone pretrained on still images (`hcmi weights`), the trained weights of
@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,11 @@ SPLITS = ("train", "val", "test")
 SEED = 0
 # another machine, emulated: every kernel variable at a level other than the pinned one, libjpeg-turbo without SIMD,
 # and other thread counts; hcmi must pin its own settings over all of these
-FOREIGN_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
+FOREIGN_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "AVX2",
                        "JSIMD_FORCENONE": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 NOT_METRICS = ("run", "provenance", "model_provenance")
+LEVEL = "x86-64-v3"
+PARTS = ("benchmark", "frame_cache", "pretrained", "weights", "metrics")
 
 
 def hcmi(root: Path, env: dict, *args: str, settings: tuple[str, ...] = ()) -> None:
@@ -140,22 +143,36 @@ def differences(expected: dict, found: dict, prefix: str = "") -> list[str]:
     return [] if expected == found else [f"{prefix}: {expected!r} -> {found!r}"]
 
 
-def vendor() -> str:
+def level() -> str | None:
+    """The pinned kernel level of this machine: x86-64-v3 where the CPU has AVX2 and FMA, else None (nothing pinned)."""
     sys.path.insert(0, str(REPO))
-    from hcmi.numerics import cpu_vendor
+    from hcmi import numerics
 
-    return cpu_vendor()
+    if not numerics.is_x86():
+        return None
+    return LEVEL if set(numerics.REQUIRED_FLAGS["portable"]) <= numerics.cpu_flags() else None
 
 
 def pinned() -> dict:
-    """{vendor: {"cpu": the CPU it was pinned on, and the fingerprints}}."""
+    """{"level": ..., "settings": the portable settings pinned under, "cpus": where reproduced, and the fingerprints}."""
     return json.loads(GOLDEN.read_text())
+
+
+def expected_fingerprints(section: dict) -> dict:
+    return {key: section[key] for key in PARTS}
+
+
+def no_section_message() -> str:
+    from hcmi import numerics
+
+    return (f"no golden fingerprints for this machine ({numerics.cpu_model()}, {platform.machine()}): they are pinned "
+            f"for {LEVEL} (AVX2 + FMA) only; elsewhere compute.numerics pins nothing (docs/reproducibility.md)")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true",
-                        help="write this CPU vendor's fingerprints into tests/golden/tiny.json from this run")
+                        help="write tests/golden/tiny.json from this run (the portable level, x86-64-v3)")
     parser.add_argument("--root", type=Path, help="where the run goes (default: a temporary folder)")
     parser.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
                         help="run with these parameters changed and print the fingerprints (nothing is compared)")
@@ -169,24 +186,27 @@ def main(argv=None) -> int:
         run_pipeline(root, settings=tuple(args.settings))
         found = fingerprints(root)
     if args.settings:
-        print(json.dumps({"vendor": vendor(), "settings": args.settings, **found}, indent=2, sort_keys=True))
+        print(json.dumps({"settings": args.settings, **found}, indent=2, sort_keys=True))
         return 0
-    if args.update:
-        from hcmi.numerics import cpu_model
+    if level() is None:
+        print(no_section_message())
+        return 1
+    from hcmi import numerics
 
-        everything = pinned() if GOLDEN.exists() else {}
-        everything[vendor()] = {"cpu": cpu_model(), **found}
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    if args.update:
+        everything = {"level": LEVEL, "settings": numerics.SETTINGS["portable"],
+                      "cpus": [f"{numerics.cpu_model()} ({numerics.cpu_vendor()})"], **found}
         tmp = GOLDEN.with_suffix(".tmp")
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
         tmp.replace(GOLDEN)
-        print(f"{GOLDEN.relative_to(REPO)}: {vendor()} written")
+        print(f"{GOLDEN.relative_to(REPO)} written ({LEVEL}); add the CPUs it is reproduced on to its 'cpus'")
         return 0
-    if vendor() not in pinned():
-        print(f"no golden fingerprints for {vendor()} processors (pinned: {', '.join(pinned())})")
+    section = pinned()
+    if section["settings"] != numerics.SETTINGS["portable"]:
+        print(f"the portable settings changed since the fingerprints were pinned ({section['settings']}): re-pin")
         return 1
-    expected = {key: value for key, value in pinned()[vendor()].items() if key != "cpu"}
-    diff = differences(expected, found)
+    diff = differences(expected_fingerprints(section), found)
     print("\n".join(diff) if diff else "identical to the golden fingerprints")
     return 1 if diff else 0
 

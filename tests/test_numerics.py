@@ -45,14 +45,23 @@ def test_the_command_line_pins_all_three_kernel_choices_over_a_foreign_environme
     out = verbose_run().stdout
     assert "capability AVX2" in out
     gemm = [line for line in out.splitlines() if "SGEMM" in line]
-    assert gemm and all("STRICT" in line and "COMPATIBLE" not in line for line in gemm), gemm
+    # MKL's COMPATIBLE branch: the one it keeps the same on Intel and AMD processors
+    assert gemm and all("CNR:COMPATIBLE,STRICT" in line for line in gemm), gemm
     assert "isa:Intel AVX2" in out and "SSE4.1" not in out.split("isa:")[1].splitlines()[0]
+
+
+@needs_avx2
+def test_vendor_numerics_keep_mkl_on_its_avx2_branch():
+    out = verbose_run('"--set", "compute.numerics=vendor",').stdout
+    assert "capability AVX2" in out
+    gemm = [line for line in out.splitlines() if "SGEMM" in line]
+    assert gemm and all("CNR:AVX2,STRICT" in line for line in gemm), gemm
 
 
 def test_native_numerics_leave_the_launchers_kernels_alone():
     out = verbose_run('"--set", "compute.numerics=native",').stdout
     assert "capability DEFAULT" in out  # the foreign environment's choice
-    assert any("CNR:COMPATIBLE" in line for line in out.splitlines() if "SGEMM" in line)
+    assert any("CNR:AVX2" in line and "STRICT" not in line for line in out.splitlines() if "SGEMM" in line)
 
 
 def test_compatible_numerics_pin_the_lowest_level():
@@ -108,6 +117,14 @@ def test_the_record_names_what_decides_the_kernels():
     assert record["torch_cpu_capability"] == "AVX2" or not {"avx2"} <= numerics.cpu_flags()
     assert record["mkl"] and record["onednn"].startswith("v")
     assert set(record["cpu_flags"]) <= set(numerics.KERNEL_FLAGS)
+    assert record["agrees_with"].startswith("every x86-64-v3 machine") or not numerics.is_x86()
+
+
+def test_off_x86_the_record_says_plainly_that_nothing_is_pinned(monkeypatch):
+    monkeypatch.setattr(numerics, "is_x86", lambda: False)
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "aarch64")
+    for mode in numerics.MODES:
+        assert numerics.agreement(mode).startswith("nothing is pinned on aarch64")
 
 
 JPEG_ROUND_TRIP = """

@@ -286,3 +286,39 @@ def test_the_denoising_table_averages_each_run_then_the_seeds():
     assert row["precision (%)"] == f"65.0 ± {np.std([50.0, 80.0], ddof=1):.1f}"  # seed 0: 50 (NaN left out), 1: 80
     assert row["recall (%)"] == f"40.0 ± {np.std([30.0, 50.0], ddof=1):.1f}"
     assert row["latent positives per item"] == f"0.44 ± {np.std([0.375, 0.5], ddof=1):.2f}"
+
+
+def test_the_forest_plot_keeps_each_panels_axis_labels_apart():
+    """Three panels of comparisons, one with a very wide family interval: no tick label or axis label of one panel
+    runs into the next panel's, at the width the reports render it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hcmi.report.tables import comparison_figure
+
+    rows = []
+    comparisons = ["hcmi vs baseline", "hcmi vs zero-shot"] + [
+        f"hcmi vs hcmi-no-{part} (the removed component)" for part in ("frame-word", "clip-phrase", "denoise", "enhance")]
+    for measure, spread in (("t2v R@1", 3.0), ("hard pairs: order", 40.5), ("hard pairs: binding", 8.4)):
+        for k, comparison in enumerate(comparisons):
+            difference = 20.0 - 7 * k
+            rows.append({"dataset": "synthetic", "comparison": comparison, "measure": measure,
+                         "difference": difference, "low": difference - 2.5, "high": difference + 2.5,
+                         "family_low": difference - spread * 3.3, "family_high": difference + spread * 3.3,
+                         "verdict": "helps" if k == 0 else "no detectable effect"})
+    fig = comparison_figure(pd.DataFrame(rows))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes:
+        low, high = sorted(ax.get_xlim())
+        shown = [label for tick, label in zip(ax.get_xticks(), ax.get_xticklabels())
+                 if label.get_text() and low <= tick <= high]  # ticks beyond the limits are not drawn
+        texts = shown + [ax.xaxis.label, ax.title]
+        boxes.append([text.get_window_extent(renderer) for text in texts if text.get_visible()])
+    for left, right in zip(boxes, boxes[1:]):
+        assert max(box.x1 for box in left) < min(box.x0 for box in right), "labels of neighbouring panels overlap"
+    for panel in boxes:  # within a panel, the tick labels keep apart too
+        ticks = sorted(panel[:-2], key=lambda box: box.x0)
+        assert all(a.x1 < b.x0 for a, b in zip(ticks, ticks[1:]))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["difference (points)"] * 3

@@ -479,9 +479,10 @@ def comparison_figure(rows: pd.DataFrame):
     if not len(rows):
         return None
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     measures = list(dict.fromkeys(rows["measure"]))
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 0.9 + 0.42 * len(rows) / len(measures)),
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 1.3 + 0.42 * len(rows) / len(measures)),
                              sharey=True, squeeze=False)
     labels = list(dict.fromkeys(f"{d}: {c}" for d, c in zip(rows["dataset"], rows["comparison"])))
     colours = {"helps": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
@@ -494,10 +495,14 @@ def comparison_figure(rows: pd.DataFrame):
                         fmt="o", color=colour, elinewidth=3, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(measure)
-        ax.set_xlabel("difference, points (95%; thin: all at once)")
+        ax.set_xlabel("difference (points)")
+        # a few ticks: a wide family interval must not crowd its labels into the next panel's
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].invert_yaxis()
-    fig.tight_layout()
+    fig.suptitle("dot: difference; thick bar: 95 % interval; thin line: all comparisons at once (the verdict's)",
+                 fontsize="medium")
+    fig.tight_layout(w_pad=2.0)
     return fig
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from hcmi import provenance
+from hcmi import numerics, provenance
 from hcmi.errors import HcmiError
 from hcmi.files import read_json
 from hcmi.pipeline import STEP
@@ -72,11 +72,14 @@ def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
     differences = compare(recorded, fresh)
     context = context_differences(recorded.get("provenance"), params, dataset, variant, seed)
     if differences:
+        if not numerics.is_x86():
+            context.append(numerics.agreement(params.get("compute.numerics")))
         why = ("\n  what differs from the recorded run:\n    " + "\n    ".join(context) if context else
                "\n  code, parameters and environment are as recorded")
         raise NotReproduced(f"{path}: the checkpoint does not reproduce {len(differences)} recorded metric(s):\n  "
                             + "\n  ".join(differences[:20]) + why)
     for note in context:
         log.info("differs from the recorded run (the metrics reproduce all the same): %s", note)
+    log.info("these numbers agree with %s", numerics.agreement(params.get("compute.numerics")))
     log.info("%s: reproduced — all %d recorded metrics are identical", path, len(metric_values(recorded)))
     return {"reproduced": True, "metrics": len(metric_values(recorded))}
