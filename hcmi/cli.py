@@ -33,6 +33,8 @@ def cmd_synth(params, layout, args) -> None:
 
 # steps whose command is written by hand below (it also serves a tool: `report --index`, `index --videos`)
 HAND_WRITTEN = ("report", "index")
+# tools that work outside a checkout: without a params.yaml they read the declared defaults (hcmi/defaults.yaml)
+STANDALONE = ("check", "index", "search", "verify", "plan")
 WILDCARD_OPTIONS = {
     "dataset": dict(required=True),
     "model": dict(required=True, help="a variant name from params `variants`"),
@@ -70,7 +72,11 @@ def cmd_sync(params, layout, args) -> None:
 
 def cmd_verify(params, layout, args) -> None:
     from hcmi.steps import verify
+    from hcmi.steps.common import load_params
 
+    if args.declared_defaults:  # no params of the user's: re-evaluate under the parameters the run recorded
+        recorded = verify.recorded_settings(layout, args.dataset, args.model, args.seed)
+        params = restricted(load_params(args.params_files, [*recorded, *args.settings]), args)
     verify.run(params, layout, args.dataset, args.model, args.seed)
 
 
@@ -100,7 +106,8 @@ def cmd_index(params, layout, args) -> None:
 def cmd_search(params, layout, args) -> None:
     from hcmi.steps import search
 
-    search.run(params, args.index, args.queries, args.checkpoint, args.top, args.json, args.html)
+    search.run(params, args.index, args.queries, args.checkpoint, args.top, args.json, args.html,
+               recorded_settings=args.declared_defaults)
 
 
 def cmd_plan(params, layout, args) -> None:
@@ -212,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    args.declared_defaults = not args.params_files and not config.params_files_here()
+    if args.declared_defaults:
+        if args.command not in STANDALONE:
+            print(f"hcmi {args.command}: no params.yaml in {Path.cwd()}: run the pipeline's steps from the project's "
+                  "folder, or give --params FILE", file=sys.stderr)
+            return 2
+        # a tool that needs no project: the declared defaults, and what the index and the checkpoint recorded
+        args.params_files = [str(config.declared_defaults())]
+        log.info("no params.yaml here: %s uses hcmi's declared defaults (%s)", args.command, args.params_files[0])
     try:
         params = load_params(args.params_files, args.settings)
     except config.ConfigError as exc:

@@ -346,6 +346,17 @@ def default_params_files() -> list[str]:
     return env.split(os.pathsep) if env else [DEFAULT_PARAMS]
 
 
+def declared_defaults() -> Path:
+    """The project's params.yaml as installed with the package (hcmi/defaults.yaml: a link to it in a checkout, a
+    copy in a wheel): what the tools that need no project (search, verify, plan) read outside a checkout."""
+    return Path(__file__).resolve().parent / "defaults.yaml"
+
+
+def params_files_here() -> bool:
+    """Whether this folder (or $HCMI_PARAMS) gives parameters of its own."""
+    return bool(os.environ.get(PARAMS_ENV)) or Path(DEFAULT_PARAMS).exists()
+
+
 def merged(files: Iterable[str | os.PathLike] | None = None, settings: Iterable[str] = ()) -> tuple[dict, str]:
     """The params files merged in order with KEY=VALUE settings applied (not validated), and their description."""
     files = list(files) if files else default_params_files()

@@ -278,6 +278,9 @@ class Compute(Section):
 class Report(Section):
     qualitative_queries: int = Field(ge=0)
     thumbnails_per_video: PositiveInt
+    equivalence_margin: float = Field(
+        gt=0, description="points of a measure (R@1, twin accuracy) within which a comparison whose family interval "
+        "lies is 'equivalent' (a precise zero) rather than 'undetermined' (docs/method.md)")
 
 
 class Search(Section):

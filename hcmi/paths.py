@@ -76,13 +76,35 @@ class Layout:
         return self.results(dataset, model) / "seeds" / str(seed)
 
     def seed_metrics(self, dataset: str, model: str, seed: int) -> Path:
+        """Every number of one evaluation (what the reports show and `hcmi verify` compares)."""
         return self.seed_results(dataset, model, seed) / "metrics.json"
+
+    def seed_provenance(self, dataset: str, model: str, seed: int) -> Path:
+        """What made that evaluation and the model it evaluated: code, parameters, data, environment."""
+        return self.seed_results(dataset, model, seed) / "provenance.json"
+
+    def seed_scores(self, dataset: str, model: str, seed: int) -> Path:
+        """The numbers a person compares across commits (`dvc metrics show` / `diff`)."""
+        return self.seed_results(dataset, model, seed) / "scores.json"
 
     def rankings(self, dataset: str, model: str, seed: int) -> Path:
         return self.seed_results(dataset, model, seed) / "rankings.parquet"
 
     def metrics(self, dataset: str, model: str) -> Path:
+        """Mean and spread over seeds of every number, and every seed's numbers."""
         return self.results(dataset, model) / "metrics.json"
+
+    def provenance(self, dataset: str, model: str) -> Path:
+        """What made the summary, and every seed's provenance."""
+        return self.results(dataset, model) / "provenance.json"
+
+    def scores(self, dataset: str, model: str) -> Path:
+        """The seeds' mean of the numbers of `seed_scores`."""
+        return self.results(dataset, model) / "scores.json"
+
+    def spread(self, dataset: str, model: str) -> Path:
+        """Their standard deviation over seeds (the same keys, so `dvc metrics show` lines them up)."""
+        return self.results(dataset, model) / "spread.json"
 
     def curves(self, dataset: str, model: str) -> Path:
         """Every seed's training and validation curves, collected for the reports."""

@@ -94,12 +94,14 @@ def test_verify_names_exactly_what_differs_when_the_metrics_do_not_reproduce(for
         (copy / sub).symlink_to(root / sub)
     results = copy / "results" / "synthetic" / "hcmi" / "seeds" / str(golden.SEED)
     results.mkdir(parents=True)
-    recorded = json.loads((root / "results" / "synthetic" / "hcmi" / "seeds" / str(golden.SEED) /
-                           "metrics.json").read_text())
+    original = root / "results" / "synthetic" / "hcmi" / "seeds" / str(golden.SEED)
+    recorded = json.loads((original / "metrics.json").read_text())
     recorded["t2v"]["R1"] += 1.0
-    recorded["provenance"]["environment"]["numerics"]["settings"]["MKL_CBWR"] = "AVX512,STRICT"
-    recorded["provenance"]["environment"]["numerics"]["cpu"] = "Another CPU"
     (results / "metrics.json").write_text(json.dumps(recorded))
+    made = json.loads((original / "provenance.json").read_text())
+    made["provenance"]["environment"]["numerics"]["settings"]["MKL_CBWR"] = "AVX512,STRICT"
+    made["provenance"]["environment"]["numerics"]["cpu"] = "Another CPU"
+    (results / "provenance.json").write_text(json.dumps(made))
     done = hcmi_verify(copy, env)
     assert done.returncode == 1
     message = done.stderr
@@ -115,3 +117,16 @@ def golden_cpu() -> str:
     from hcmi import numerics
 
     return numerics.cpu_model()
+
+
+def test_verify_from_an_empty_folder_without_params_reevaluates_under_the_recorded_parameters(foreign_run, tmp_path):
+    """Outside the checkout and with no params file: the declared defaults, overridden by the parameters the run's
+    metrics.json recorded, so the run reproduces and nothing is said to differ."""
+    root, env, _ = foreign_run
+    env = {key: value for key, value in env.items() if key != "HCMI_PARAMS"}
+    command = [os.path.join(os.path.dirname(sys.executable), "hcmi"), "--data-root", str(root), "-v", "verify",
+               "--dataset", "synthetic", "--model", "hcmi", "--seed", str(golden.SEED)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "declared defaults" in done.stderr and "reproduced" in done.stderr
+    assert "parameter " not in done.stderr  # every declared parameter as recorded

@@ -164,8 +164,13 @@ def test_snakemake_all_writes_reports_and_the_models_learn(snakemake_run):
         assert (workdir / log).stat().st_size > 0, "every rule logs to its log file"
 
 
+def provenance_of(workdir, model, seed=None):
+    path = f"data/results/synthetic/{model}/" + (f"seeds/{seed}/" if seed is not None else "") + "provenance.json"
+    return json.loads((workdir / path).read_text())
+
+
 def test_every_result_records_what_made_it(snakemake_run):
-    result = metrics_of(snakemake_run, "hcmi", 0)
+    result = provenance_of(snakemake_run, "hcmi", 0)
     for record in (result["provenance"], result["model_provenance"], model_of(snakemake_run, "hcmi")["provenance"]):
         assert set(record) == {"code", "params", "data", "environment", "runtime"}
         assert {"git_commit", "git_dirty", "package_sha256", "step_code_sha256"} <= set(record["code"])
@@ -176,7 +181,9 @@ def test_every_result_records_what_made_it(snakemake_run):
         assert record["runtime"]["wall_time_s"] > 0
     assert set(result["provenance"]["params"]["keys"]) >= {"eval", "compute.train_threads"}
     assert "train" in result["model_provenance"]["params"]["keys"]
-    assert "provenance" in metrics_of(snakemake_run, "hcmi")
+    summary = provenance_of(snakemake_run, "hcmi")
+    assert summary["per_seed"]["0"] == result and set(summary["provenance"]) >= {"code", "params", "data"}
+    assert not NOT_METRICS & set(metrics_of(snakemake_run, "hcmi", 0)) - {"run"}, "the numbers alone"
 
 
 def test_second_snakemake_run_does_nothing(snakemake_run):
@@ -273,8 +280,8 @@ def test_one_seed_gives_one_number_through_dvc_snakemake_and_by_hand(snakemake_r
         run(["hcmi", "--params", str(params_file), "--data-root", str(by_hand / "data"), step, "--dataset",
              "synthetic", "--model", "hcmi", "--seed", "0"], tmp_path, env=shell)
     hand = checkpoints.load(by_hand / "data/checkpoints/synthetic/hcmi/seeds/0/model.pt")
-    hand_metrics = json.loads((by_hand / "data/results/synthetic/hcmi/seeds/0/metrics.json").read_text())
-    assert hand_metrics["provenance"]["runtime"]["threads"] == tiny_params_dict()["compute"]["train_threads"]
+    hand_made = json.loads((by_hand / "data/results/synthetic/hcmi/seeds/0/provenance.json").read_text())
+    assert hand_made["provenance"]["runtime"]["threads"] == tiny_params_dict()["compute"]["train_threads"]
     pretrained = "data/weights/files/hcmi-tiny__synthetic-stills.pt"
     assert (by_hand / pretrained).read_bytes() == (snakemake_run / pretrained).read_bytes() == \
         (origin / pretrained).read_bytes(), "the pretrained backbone: the same bytes however it is launched"
@@ -392,7 +399,15 @@ def test_dvc_metrics_plots_and_an_experiment_work_out_of_the_box(dvc_origin):
     run(["git", "checkout", "-q", "main"], origin)
     dvc(origin, "checkout")
     shown = dvc(origin, "metrics", "show").stdout
-    assert "t2v.R1" in shown and "data/results/synthetic/baseline/metrics.json" in shown
+    assert "t2v.R1" in shown and "data/results/synthetic/baseline/scores.json" in shown
+    assert "data/results/synthetic/hcmi/seeds/0/scores.json" in shown and "spread.json" in shown
+    assert "provenance" not in shown and "environment" not in shown and "levels" not in shown
+    widest = max(len(line) for line in shown.splitlines())
+    assert widest < 300, f"dvc metrics show is {widest} characters wide"
+    [workspace] = json.loads(dvc(origin, "metrics", "show", "--json").stdout).values()
+    files = workspace["data"]
+    assert len(files) == 4 + 4 * 2, sorted(files)  # 4 models of one seed: per run scores, per model scores, spread
+    assert all("provenance" not in json.dumps(content) for content in files.values())
     dvc(origin, "plots", "show", "-o", "plots")
     assert (origin / "plots/index.html").stat().st_size > 0
     dvc(origin, "exp", "run", "-S", "eval.top_k=5")

@@ -14,6 +14,8 @@ from hcmi.report.tables import DatasetResults, index_table, results_markdown
 
 from conftest import tiny_params_dict
 
+MARGIN = 3.0  # points: the equivalence margin of these tests (the shipped one is params.yaml's report section)
+
 
 def summary(plain_by_seed, dsl_by_seed=None, std=0.5):
     def block(values):
@@ -77,7 +79,8 @@ def test_the_paired_difference_and_its_interval_match_a_hand_computation():
     assert paired.two_sided_t(0.95, float("inf")) == pytest.approx(1.959964) and result["family"] == 1
     assert result["detectable"] == pytest.approx((3.182446 + 0.978472) * se)  # t(0.975, 3) + t(0.8, 3)
     assert (result["family_low"], result["family_high"]) == (result["low"], result["high"]), "a family of one"
-    assert paired.verdict(result) == "no detectable effect", "an interval that covers 0"
+    assert paired.verdict(result, margin=0.1) == "undetermined", "an interval that covers 0 and passes the margin"
+    assert paired.verdict(result, margin=2.0) == "equivalent", "one inside the margin"
 
 
 def test_the_variance_parts_of_seeds_crossed_with_queries_match_a_hand_computation():
@@ -98,7 +101,7 @@ def test_two_seeds_that_agree_say_little_about_a_third():
     result = paired.paired_difference([[1], [3]], [[0], [0]])
     assert result["difference"] == 2.0 and result["se"] == pytest.approx(1.0) and result["df"] == pytest.approx(1.0)
     assert (result["low"], result["high"]) == pytest.approx((2 - 12.7062, 2 + 12.7062), abs=1e-3)
-    assert paired.verdict(result) == "no detectable effect"
+    assert paired.verdict(result, MARGIN) == "undetermined"
     with pytest.raises(ValueError, match="one seed and one cluster"):
         paired.paired_difference([[1, 1]], [[0, 0]], clusters=["v", "v"])
 
@@ -143,15 +146,15 @@ def test_the_95_interval_covers_the_true_difference_95_times_in_100(seed_sd, que
     assert 0.91 <= covered / 1000 <= 0.98
 
 
-def test_a_clear_gain_helps_a_clear_loss_hurts_and_noise_has_no_detectable_effect():
+def test_a_clear_gain_helps_a_clear_loss_hurts_and_noise_is_undetermined():
     rng = np.random.default_rng(1)
     base = (rng.random((3, 200)) < 0.4) * 100.0
     gain = np.maximum(base, (rng.random((3, 200)) < 0.3) * 100.0)  # every hit kept, about 18 points more
     gain_result = paired.paired_difference(gain, base)
-    assert paired.verdict(gain_result) == "helps" and gain_result["low"] > 0
-    assert paired.verdict(paired.paired_difference(base, gain)) == "hurts"
+    assert paired.verdict(gain_result, MARGIN) == "helps" and gain_result["low"] > 0
+    assert paired.verdict(paired.paired_difference(base, gain), MARGIN) == "hurts"
     noise = paired.paired_difference(base, base[:, rng.permutation(200)])  # the same hit rate, other queries
-    assert noise["low"] < 0 < noise["high"] and paired.verdict(noise) == "no detectable effect"
+    assert noise["low"] < -MARGIN and noise["high"] > MARGIN and paired.verdict(noise, MARGIN) == "undetermined"
     assert paired.paired_difference(gain, base) == gain_result, "the same results give the same interval"
 
 
@@ -173,8 +176,8 @@ def test_a_family_interval_holds_for_all_comparisons_at_once():
     among = paired.paired_difference(first, second, family=18)
     assert alone["difference"] == among["difference"] == 6.25 and (alone["low"], alone["high"]) == (
         among["low"], among["high"])
-    assert alone["low"] > 0 and paired.verdict(alone) == "helps"
-    assert among["family_low"] < 0 < among["family_high"] and paired.verdict(among) == "no detectable effect"
+    assert alone["low"] > 0 and paired.verdict(alone, MARGIN) == "helps"
+    assert among["family_low"] < 0 < among["family_high"] and paired.verdict(among, MARGIN) == "undetermined"
     assert among["detectable"] > alone["detectable"]
     assert "all at once [" in paired.describe(among) and "all at once" not in paired.describe(alone)
 
@@ -231,9 +234,10 @@ def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
     for model, values in (("baseline", {0: 30.0, 1: 31.0}), ("hcmi", {0: 60.0, 1: 61.0}),
                           ("hcmi-no-enhance", {0: 59.0, 1: 62.0})):
         content = summary(values)
-        for result in content["per_seed"].values():
-            result["model_provenance"] = {"code": {"git_commit": "abcdef1234567", "git_dirty": False}}
+        made = {seed: {"model_provenance": {"code": {"git_commit": "abcdef1234567", "git_dirty": False}}}
+                for seed in content["per_seed"]}
         write_json(layout.metrics("synthetic", model), content)
+        write_json(layout.provenance("synthetic", model), {"per_seed": made})
     rng = np.random.default_rng(0)
     for seed in (0, 1):
         hcmi = rng.random(100) < 0.6
@@ -249,7 +253,11 @@ def test_results_markdown_names_the_commit_and_the_paired_verdicts(tmp_path):
              if line.startswith("| synthetic |")}
     assert "| helps [+" in lines[("hcmi vs baseline", "t2v R@1")]
     assert "| helps [+" in lines[("hcmi vs baseline", "hard pairs: order")]
-    assert "| no detectable effect [-" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")]
+    assert "| undetermined [-" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")]
+    assert "seeds would determine it" in lines[("hcmi vs hcmi-no-enhance (the removed component)", "t2v R@1")] \
+        or f"more than {paired.MAX_SEEDS} seeds" in lines[("hcmi vs hcmi-no-enhance (the removed component)",
+                                                             "t2v R@1")]
+    assert "*equivalent* (blue) when it lies inside ±3 points" in text
     assert ("hcmi vs hcmi-no-enhance (the removed component)", "hard pairs: order") not in lines, \
         "an outcome the ablation's results lack is not compared"
 
@@ -305,7 +313,7 @@ def test_the_forest_plot_keeps_each_panels_axis_labels_apart():
             rows.append({"dataset": "synthetic", "comparison": comparison, "measure": measure,
                          "difference": difference, "low": difference - 2.5, "high": difference + 2.5,
                          "family_low": difference - spread * 3.3, "family_high": difference + spread * 3.3,
-                         "verdict": "helps" if k == 0 else "no detectable effect"})
+                         "verdict": "helps" if k == 0 else "undetermined"})
     fig = comparison_figure(pd.DataFrame(rows))
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -322,3 +330,32 @@ def test_the_forest_plot_keeps_each_panels_axis_labels_apart():
         ticks = sorted(panel[:-2], key=lambda box: box.x0)
         assert all(a.x1 < b.x0 for a, b in zip(ticks, ticks[1:]))
     assert [ax.get_xlabel() for ax in fig.axes] == ["difference (points)"] * 3
+
+
+def test_the_verdict_rule_on_hand_made_intervals():
+    """helps / hurts exclude 0; inside the margin is equivalent (a precise zero); covering 0 and passing the margin
+    is undetermined (no information), whichever side it passes."""
+    def judged(low, high):
+        return paired.verdict({"family_low": low, "family_high": high}, MARGIN)
+
+    assert judged(0.4, 9.0) == "helps" and judged(-9.0, -0.1) == "hurts"
+    assert judged(-0.7, 0.7) == "equivalent" and judged(-2.9, 2.9) == "equivalent"
+    assert judged(-40.5, 40.3) == "undetermined" and judged(-1.0, 3.5) == "undetermined"
+    assert judged(-3.0, 1.0) == "undetermined", "the margin itself is outside it"
+    assert judged(0.1, 2.0) == "helps", "a small effect that excludes 0 still helps"
+
+
+def test_the_seeds_that_would_determine_a_comparison_match_a_hand_computation():
+    """Only the seed part varies (V_seeds 1 at 3 seeds, no query part): at n seeds the variance is 3 / n with n - 1
+    degrees of freedom, so the interval around +0.5 is 0.5 -/+ t(0.975, n - 1) sqrt(3 / n): n = 4 gives 3.18 x 0.866
+    = 2.76 (reaching 3.26, past the margin of 3), n = 5 gives 2.78 x 0.775 = 2.15 (inside: equivalent). A query part
+    whose interval alone is wider than the margin around 0 is never determined by seeds."""
+    result = {"difference": 0.5, "v_seeds": 1.0, "v_queries": 0.0, "v_residual": 0.0, "seeds": 3, "clusters": 1000,
+              "family_level": 0.95}
+    assert paired.seeds_to_determine(result, MARGIN) == 5
+    wide_queries = {**result, "difference": 0.0, "v_seeds": 0.1, "v_queries": 4.0}
+    assert paired.seeds_to_determine(wide_queries, MARGIN) is None
+    made = paired.paired_difference([[1, 0, 1, 0] * 50, [0, 1, 1, 0] * 50, [1, 1, 0, 0] * 50],
+                                    [[0, 0, 1, 0] * 50, [0, 0, 1, 1] * 50, [1, 0, 1, 0] * 50])
+    needed = paired.seeds_to_determine(made, 0.3)
+    assert paired.verdict(made, 0.3) == "undetermined" and needed is not None and needed > made["seeds"]

@@ -218,3 +218,26 @@ def test_an_index_built_with_relative_paths_is_searched_from_anywhere_without_lo
         assert len(json.loads(found.stdout)[0]["results"]) == 3
         assert (elsewhere / "page.html").read_text().count("data:image/png;base64") == 3, "thumbnails found too"
         assert "swigfaiss" not in found.stderr and "Could not load library" not in found.stderr, found.stderr
+
+
+def test_index_and_search_work_from_an_empty_folder_without_params(indexed, tiny_data, tmp_path):
+    """A user outside the checkout: no params.yaml, no --params. `hcmi index` and `hcmi search` take the declared
+    defaults and what the checkpoint and the index recorded; a pipeline step says in one line what is missing."""
+    params, root = indexed
+    anywhere = tmp_path / "anywhere"
+    anywhere.mkdir()
+    videos = folder_of_videos(tiny_data, tmp_path / "my videos", 3)
+    out = tmp_path / "my index"
+    built = hcmi_cli("index", "--videos", str(tmp_path / "my videos"), "--checkpoint",
+                     str(root.model_file("synthetic", "hcmi", 0)), "--out", str(out), cwd=anywhere)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert json.loads((out / "index.json").read_text())["videos"] == 3
+    found = hcmi_cli("search", "a red circle moves left", "--index", str(out), "--json", cwd=anywhere)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert sorted(hit["video_id"] for hit in json.loads(found.stdout)[0]["results"]) == sorted(videos)
+    assert not list(anywhere.iterdir()), "nothing is written where the tools were run"
+    refused = hcmi_cli("train", "--dataset", "synthetic", "--model", "hcmi", "--seed", "0", cwd=anywhere)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"hcmi train: no params.yaml in {anywhere}: run the pipeline's steps from the project's folder, or give "
+        "--params FILE"]

@@ -85,14 +85,18 @@ def test_train_and_evaluate_write_every_output_with_provenance(tiny_data, tmp_pa
             "latent_positives", "lr", "samples_per_s"} <= set(log.columns)
     assert len(pd.read_csv(run_dir / "val_log.csv")) >= 1
     result = evaluate.run(params, run_layout, "synthetic", "hcmi", 0)
-    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "t2v_dsl_bank", "levels", "hard_distractors", "counts",
-                           "provenance", "model_provenance"}
+    assert set(result) >= {"t2v", "v2t", "t2v_dsl", "v2t_dsl", "t2v_dsl_bank", "levels", "hard_distractors", "counts"}
     assert result["counts"]["videos"] == 16 and result["hard_distractors"]["pairs"] == 16
     rankings = pd.read_parquet(run_layout.rankings("synthetic", "hcmi", 0))
     assert len(rankings) == 16 and len(rankings.loc[0, "top_videos"]) == params.eval.top_k
     stored = json.loads(run_layout.seed_metrics("synthetic", "hcmi", 0).read_text())
-    assert stored["t2v"] == result["t2v"] and stored["provenance"]["params"]["values"] == result["provenance"][
-        "params"]["values"]
+    assert stored["t2v"] == result["t2v"] and not {"provenance", "model_provenance"} & set(stored)
+    made = json.loads(run_layout.seed_provenance("synthetic", "hcmi", 0).read_text())
+    assert "eval" in made["provenance"]["params"]["keys"]
+    assert made["model_provenance"] == checkpoint["provenance"]
+    scores = json.loads(run_layout.seed_scores("synthetic", "hcmi", 0).read_text())
+    assert scores["t2v"]["R1"] == round(result["t2v"]["R1"], 2) and set(scores) == {"t2v", "v2t", "t2v_dsl",
+                                                                                    "v2t_dsl", "hard"}
 
 
 def kill_mid_training(args, params_file, root, state, after_validation: bool):

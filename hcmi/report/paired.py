@@ -29,9 +29,17 @@ A report makes many comparisons at once (every model and ablation, every measure
 real effect: at 95 % each of those excludes 0 in one run out of twenty, so a rerun would turn some "no effect" into
 "helps" or "hurts" by chance alone. The verdict therefore comes from the family interval: the same t at level
 1 - 5 % / m for a family of m comparisons (Bonferroni), so that all m hold at once with 95 % probability. The first
-model's component *helps* when the whole family interval lies above 0, *hurts* when it lies below, and otherwise there
-is *no detectable effect*. The smallest effect the family can detect (at its level, with 80 % power) is (t of the
-family level + t of 80 %) standard errors.
+model's component *helps* when the whole family interval lies above 0, *hurts* when it lies below; otherwise it is
+*equivalent* when the family interval lies inside the equivalence margin (-margin, +margin) (`report.
+equivalence_margin`, in points of the measure: a precise zero, two one-sided tests at the family's level), and
+*undetermined* when the interval covers 0 and reaches past the margin (no information either way). The smallest
+effect the family can detect (at its level, with 80 % power) is (t of the family level + t of 80 %) standard errors.
+
+How many seeds would determine an undetermined comparison: with n seeds instead of S the seed part of the variance
+shrinks as S / n and the query part stays (the same test queries), variance(n) = S V_seeds / n + V_queries -
+S V_residual / n, each with its degrees of freedom at n seeds; the smallest n whose family interval around the
+measured difference would exclude 0 or fit inside the margin is that count (none when the queries alone keep it
+undetermined).
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from scipy import stats
 
 LEVEL = 0.95
 POWER = 0.80
+VERDICTS = ("helps", "hurts", "equivalent", "undetermined")
+MAX_SEEDS = 100  # the largest seed count `seeds_to_determine` looks at
 
 
 def two_sided_t(level: float, df: float) -> float:
@@ -119,13 +129,39 @@ def paired_difference(first, second, level: float = LEVEL, family: int = 1, clus
             "clusters": n_clusters, "level": level, "family": max(1, family), "family_level": joint}
 
 
-def verdict(result: dict) -> str:
-    """helps / hurts / no detectable effect, from the family interval of first - second."""
-    if result["family_low"] > 0:
+def verdict(result: dict, margin: float) -> str:
+    """helps / hurts / equivalent / undetermined, from the family interval of first - second and the equivalence
+    margin (module docstring)."""
+    return _verdict(result["family_low"], result["family_high"], margin)
+
+
+def _verdict(low: float, high: float, margin: float) -> str:
+    if low > 0:
         return "helps"
-    if result["family_high"] < 0:
+    if high < 0:
         return "hurts"
-    return "no detectable effect"
+    if -margin < low and high < margin:
+        return "equivalent"
+    return "undetermined"
+
+
+def seeds_to_determine(result: dict, margin: float, max_seeds: int = MAX_SEEDS) -> int | None:
+    """The fewest seeds (more than the result has) whose measured variance parts would make its verdict helps, hurts
+    or equivalent around the same difference; None when not within max_seeds (the query part alone is too wide)."""
+    seeds, clusters = result["seeds"], result["clusters"]
+    joint = result["family_level"]
+    for n in range(seeds + 1, max_seeds + 1):
+        parts = {"seeds": result["v_seeds"] * seeds / n, "queries": result["v_queries"],
+                 "residual": result["v_residual"] * seeds / n}
+        dfs = {"seeds": n - 1, "queries": clusters - 1, "residual": (n - 1) * (clusters - 1)}
+        variance = max(parts["seeds"] + parts["queries"] - parts["residual"], parts["residual"])
+        terms = sum(parts[k] ** 2 / dfs[k] for k in parts if dfs[k] > 0 and parts[k] > 0)
+        df = variance ** 2 / terms if terms > 0 else float("inf")
+        half = two_sided_t(joint, df) * float(np.sqrt(variance))
+        d = result["difference"]
+        if _verdict(d - half, d + half, margin) != "undetermined":
+            return n
+    return None
 
 
 def describe(result: dict, unit: str = "") -> str:

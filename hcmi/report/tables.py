@@ -39,11 +39,22 @@ def _params(params_files, declared, step):
 
 
 class Summary:
-    """One model's summary (metrics.json of the summarize step): mean, std and per-seed values by dotted key."""
+    """One model's summary (metrics.json of the summarize step): mean, std and per-seed values by dotted key; and
+    what made them (provenance.json beside it: the summary's own, and each seed's)."""
 
-    def __init__(self, content: dict):
+    def __init__(self, content: dict, made: dict | None = None):
         self.content = content
         self.seeds = content["seeds"]
+        self.made = made or {}
+
+    @classmethod
+    def load(cls, path: Path) -> "Summary":
+        beside = Path(path).with_name("provenance.json")
+        return cls(read_json(path), read_json(beside) if beside.exists() else None)
+
+    def seed_provenance(self) -> dict[str, dict]:
+        """{seed: {"provenance": of its evaluation, "model_provenance": of the training it evaluated}}."""
+        return self.made.get("per_seed", {})
 
     def mean(self, key: str):
         return _at(self.content["mean"], key)
@@ -75,7 +86,7 @@ class DatasetResults:
         for model in self.models + self.zero_shot + self.ablations:
             path = self.layout.metrics(dataset, model)
             if path.exists():
-                self.summaries[model] = Summary(read_json(path))
+                self.summaries[model] = Summary.load(path)
 
     # -- tables ----------------------------------------------------------------------------------------------
 
@@ -122,7 +133,7 @@ class DatasetResults:
         if not self.ablations:
             return None
         comparisons = self.comparisons()
-        judged = {r["second"]: f"{paired.verdict(r)}: {paired.describe(r)}"
+        judged = {r["second"]: f"{r['verdict']}: {paired.describe(r)}"
                   for r in comparisons.to_dict("records") if r["measure"] == "t2v R@1"} if len(comparisons) else {}
         rows = []
         for model in ([REFERENCE_MODEL] if REFERENCE_MODEL in self.models else []) + self.ablations:
@@ -176,9 +187,9 @@ class DatasetResults:
         the training of the model it evaluated."""
         rows = []
         for model, summary in self.summaries.items():
-            for seed, result in summary.content["per_seed"].items():
-                rows.append({"model": model, "seed": seed, **provenance_row(result.get("provenance"), "eval"),
-                             **provenance_row(result.get("model_provenance"), "train")})
+            for seed, made in summary.seed_provenance().items():
+                rows.append({"model": model, "seed": seed, **provenance_row(made.get("provenance"), "eval"),
+                             **provenance_row(made.get("model_provenance"), "train")})
         return pd.DataFrame(rows).set_index(["model", "seed"]) if rows else pd.DataFrame()
 
     def counts(self) -> dict:
@@ -334,7 +345,7 @@ def index_table(data_root: str | Path = "data", params_files=None, declared=None
     for dataset in params.get("datasets"):
         for model in params.get("models") + zero_shot:
             path = layout.metrics(dataset, model)
-            summary = Summary(read_json(path)) if path.exists() else None
+            summary = Summary.load(path) if path.exists() else None
             backbone = params.backbone_dict(model)["name"]
             figure = published(dataset, ZERO_SHOT if model in zero_shot else params.variant(model).head, backbone)
             rows.append({
@@ -415,17 +426,20 @@ def comparison_rows(data_root: str | Path, params_files=None, declared=None) -> 
 def paired_comparisons(params, layout: Layout, datasets: list[str]) -> pd.DataFrame:
     """The comparisons of each dataset form one family: their verdicts hold jointly (hcmi/report/paired.py)."""
     rows = []
+    margin = params.get("report.equivalence_margin")
     for dataset in datasets:
         paired_outcomes = list(_paired_outcomes(params, layout, dataset))
         for label, first, second, name, a, b, clusters in paired_outcomes:
             result = paired.paired_difference(a, b, family=len(paired_outcomes), clusters=clusters)
+            verdict = paired.verdict(result, margin)
             rows.append({"dataset": dataset, "comparison": label, "first": first, "second": second,
                          "measure": name, "seeds": result["seeds"], "queries": result["queries"],
                          "clusters": result["clusters"], "difference": result["difference"], "low": result["low"],
                          "high": result["high"], "family_low": result["family_low"],
                          "family_high": result["family_high"], "family": result["family"], "df": result["df"],
-                         "detectable": result["detectable"],
-                         "verdict": paired.verdict(result),
+                         "detectable": result["detectable"], "verdict": verdict, "margin": margin,
+                         "seeds_needed": paired.seeds_to_determine(result, margin) if verdict == "undetermined"
+                         else None,
                          "per seed": ", ".join(f"{d:+.1f}" for d in result["per_seed"])})
     return pd.DataFrame(rows)
 
@@ -459,13 +473,30 @@ def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
         "dataset": rows["dataset"], "comparison": rows["comparison"], "measure": rows["measure"],
         "difference [95% interval]": [f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                                       for d, lo, hi in zip(rows["difference"], rows["low"], rows["high"])],
-        "verdict [all at once]": [f"{v} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in
-                                  zip(rows["verdict"], rows["family_low"], rows["family_high"])],
+        "verdict [all at once]": [verdict_text(r) for r in rows.to_dict("records")],
         "detectable": [f"±{v:.1f}" for v in rows["detectable"]],
         "df": [_degrees(v) for v in rows["df"]],
         "seeds x queries (clusters)": [f"{s} x {q} ({c})" for s, q, c in
                                        zip(rows["seeds"], rows["queries"], rows["clusters"])],
         "per seed": rows["per seed"]}).set_index(["dataset", "comparison", "measure"])
+
+
+def verdict_legend(comparisons: pd.DataFrame) -> str:
+    """How a verdict is read, with the margin in force (reports and results.md say it alike)."""
+    return (f"*helps* (green) or *hurts* (red) when the family interval excludes 0; *equivalent* (blue) when it lies "
+            f"inside ±{_margin(comparisons):g} points, the equivalence margin (`report.equivalence_margin`): a "
+            "precise zero; *undetermined* (grey) when it covers 0 and reaches past the margin: no information either "
+            "way, with the seeds that would determine it at the measured seed and query variances")
+
+
+def verdict_text(row: dict) -> str:
+    """'equivalent [-1.2, +1.0]', or for an undetermined comparison also the seeds that would determine it."""
+    text = f"{row['verdict']} [{row['family_low']:+.1f}, {row['family_high']:+.1f}]"
+    if row["verdict"] == "undetermined":
+        needed = row.get("seeds_needed")
+        text += (f"; {needed:.0f} seeds would determine it" if needed is not None and np.isfinite(needed)
+                 else f"; more than {paired.MAX_SEEDS} seeds (its queries alone)")
+    return text
 
 
 def _degrees(df: float) -> str:
@@ -485,7 +516,7 @@ def comparison_figure(rows: pd.DataFrame):
     fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 1.3 + 0.42 * len(rows) / len(measures)),
                              sharey=True, squeeze=False)
     labels = list(dict.fromkeys(f"{d}: {c}" for d, c in zip(rows["dataset"], rows["comparison"])))
-    colours = {"helps": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
+    colours = {"helps": "tab:green", "hurts": "tab:red", "equivalent": "tab:blue", "undetermined": "tab:gray"}
     for ax, measure in zip(axes[0], measures):
         for row in rows[rows["measure"] == measure].to_dict("records"):
             y = labels.index(f"{row['dataset']}: {row['comparison']}")
@@ -546,7 +577,7 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
             path = layout.metrics(dataset, model)
             if not path.exists():
                 continue
-            summary = Summary(read_json(path))
+            summary = Summary.load(path)
             commits.update(_commits(summary))
             cells = [summary.text(key) if summary.mean(key) is not None else "—" for _, key in columns]
             lines.append(f"| {model} | {len(summary.seeds)} | " + " | ".join(cells) + " |")
@@ -568,25 +599,30 @@ def results_markdown(data_root: str | Path, params_files=None, declared=None) ->
                   "the seeds' and the queries' variance (every seed scores the same queries; the queries of a twin "
                   "pair or of one video count as one cluster). The verdict follows from the family interval, which holds "
                   "for all of a dataset's comparisons at once with 95 % (Bonferroni), so that a rerun does not turn "
-                  "a comparison of no effect into a finding by chance; *detectable*: the smallest effect it can "
-                  "detect; *df*: the degrees of freedom of its t (few where the seeds disagree more than the queries "
-                  "do: the family interval is then wide, and more seeds narrow it).", "",
+                  "a comparison of no effect into a finding by chance: " + verdict_legend(comparisons) + ". "
+                  "*detectable*: the smallest effect it can detect; *df*: the degrees of freedom of its t (few where "
+                  "the seeds disagree more than the queries do: the family interval is then wide, and more seeds "
+                  "narrow it).", "",
                   "| dataset | comparison | measure | difference [95% interval] | verdict [all at once] | detectable "
                   "| df | per seed |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['dataset']} | {r['comparison']} | {r['measure']} | {r['difference']:+.1f} "
-                  f"[{r['low']:+.1f}, {r['high']:+.1f}] | {r['verdict']} [{r['family_low']:+.1f}, "
-                  f"{r['family_high']:+.1f}] | ±{r['detectable']:.1f} | {_degrees(r['df'])} | {r['per seed']} |"
+                  f"[{r['low']:+.1f}, {r['high']:+.1f}] | {verdict_text(r)} "
+                  f"| ±{r['detectable']:.1f} | {_degrees(r['df'])} | {r['per seed']} |"
                   for r in comparisons.to_dict("records")]
         lines.append("")
     origin = ", ".join(sorted(commits)) or "not recorded"
     return "\n".join([f"Produced by the pipeline from commit(s) {origin}.", ""] + lines)
 
 
+def _margin(comparisons: pd.DataFrame) -> float:
+    return float(comparisons["margin"].iloc[0])
+
+
 def _commits(summary: Summary) -> set[str]:
     found = set()
-    for result in summary.content["per_seed"].values():
-        code = (result.get("model_provenance") or {}).get("code") or {}
+    for made in summary.seed_provenance().values():
+        code = (made.get("model_provenance") or {}).get("code") or {}
         if code.get("git_commit"):
             found.add(code["git_commit"][:10] + ("+dirty" if code.get("git_dirty") else ""))
     return found

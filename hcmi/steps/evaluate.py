@@ -3,8 +3,9 @@
 Encodes every test video and caption once, scores each caption against every video of its gallery (all of them
 unless `data.<dataset>.test_folds` cuts the split into galleries) in memory-bounded blocks (hcmi/scoring.py), and
 writes metrics.json (t2v and v2t R@1/5/10, MdR, MnR, with and without dual softmax, per level, hard-distractor accuracy
-where the dataset defines twins, counts, and the provenance of this result and of the model it evaluated) and
-rankings.parquet (top-k videos per text query, for the reports).
+where the dataset defines twins, counts), provenance.json beside it (what made this result and the model it
+evaluated), scores.json (the headline numbers alone: what DVC shows as metrics) and rankings.parquet (top-k videos
+per text query, for the reports).
 """
 
 from __future__ import annotations
@@ -138,10 +139,13 @@ def inputs(layout, dataset: str, variant: str, seed: int) -> dict:
 def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
     started = time.time()
     result, rankings, run_env = evaluate(params, layout, dataset, variant, seed)
-    result["provenance"] = provenance.collect(
+    made = {"provenance": provenance.collect(
         module=__name__, params=provenance.params_record(list(params.allowed or []), params.declared_values()),
-        data=fingerprints(inputs(layout, dataset, variant, seed)), runtime=run_env, started=started)
+        data=fingerprints(inputs(layout, dataset, variant, seed)), runtime=run_env, started=started),
+        "model_provenance": result.pop("model_provenance")}
     write_table(layout.rankings(dataset, variant, seed), rankings)
+    write_json(layout.seed_provenance(dataset, variant, seed), made)
+    write_json(layout.seed_scores(dataset, variant, seed), metrics.scores(result))
     write_json(layout.seed_metrics(dataset, variant, seed), result)
     t2v, v2t = result["t2v"], result["v2t"]
     log.info("t2v R@1 %.1f  R@5 %.1f  R@10 %.1f  MdR %.1f | v2t R@1 %.1f (%.1f s)", t2v["R1"], t2v["R5"], t2v["R10"],

@@ -30,8 +30,10 @@ class QueryError(HcmiError, ValueError):
     """A query that cannot be searched (empty); the message says why."""
 
 
-def ranked(params, index_dir: Path, queries: list[str], checkpoint: Path | None = None, top_k: int | None = None):
-    """(the index's record, per query the list of (video_id, score), best first)."""
+def ranked(params, index_dir: Path, queries: list[str], checkpoint: Path | None = None, top_k: int | None = None,
+           recorded_settings: bool = False):
+    """(the index's record, per query the list of (video_id, score), best first). recorded_settings: search with
+    the settings the index was built with (top_k, depth) instead of params' (no params file of the user's)."""
     index_dir = Path(index_dir)
     record = read_index(index_dir)
     checkpoint = Path(checkpoint or record["model"]["checkpoint"])
@@ -50,9 +52,11 @@ def ranked(params, index_dir: Path, queries: list[str], checkpoint: Path | None 
     text = encode_texts(model, tokens, params.eval.batch_size, run_env.device, desc="encode the query")
     store = VideoStore.open(index_dir / "store", record["model"]["checkpoint_sha256"])
     coarse = CoarseIndex.for_store(store)
-    settings = params.section("search")
-    k = min(top_k or settings.top_k, store.rows)
-    depth = max(k, min(settings.depth, store.rows))
+    settings = params.section("search").to_dict()
+    if recorded_settings:
+        settings.update(record.get("search", {}))
+    k = min(top_k or settings["top_k"], store.rows)
+    depth = max(k, min(settings["depth"], store.rows))
     return record, search(text, store, coarse, model.similarity, depth=depth, k=k)
 
 
@@ -94,8 +98,8 @@ def _strip_image(record: dict, video_id: str, count: int) -> str:
 
 
 def run(params, index_dir: Path, queries: list[str], checkpoint: Path | None = None, top_k: int | None = None,
-        as_json: bool = False, html_out: Path | None = None) -> list:
-    record, results = ranked(params, index_dir, queries, checkpoint, top_k)
+        as_json: bool = False, html_out: Path | None = None, recorded_settings: bool = False) -> list:
+    record, results = ranked(params, index_dir, queries, checkpoint, top_k, recorded_settings)
     if as_json:
         print(json.dumps([{"query": q, "results": [{"video_id": v, "score": s} for v, s in hits]}
                           for q, hits in zip(queries, results)], indent=2))

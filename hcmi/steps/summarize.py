@@ -1,5 +1,9 @@
 """`hcmi summarize --dataset D --model M`: mean and spread of a model's metrics over its seeds, and every seed's
-training curves in one table (curves.csv) for the reports."""
+training curves in one table (curves.csv) for the reports.
+
+Writes metrics.json (mean, std and every seed's numbers), provenance.json (what made the summary and each seed's
+provenance), and scores.json / spread.json: the seeds' mean and standard deviation of the headline numbers, the keys
+of each run's scores.json, so that `dvc metrics show` puts them in the same columns."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from hcmi import provenance
+from hcmi import metrics, provenance
 from hcmi.files import read_json, write_json, write_table
 from hcmi.steps.common import fingerprints
 
@@ -78,11 +82,15 @@ def run(params, layout, dataset: str, variant: str) -> dict:
     per_seed = {seed: read_json(layout.seed_metrics(dataset, variant, seed)) for seed in seeds}
     summary = summarize_seeds(per_seed)
     summary.update({"dataset": dataset, "model": variant})
-    summary["provenance"] = provenance.collect(
+    made = {"provenance": provenance.collect(
         module=__name__, params=provenance.params_record(list(params.allowed or []), params.declared_values()),
         data=fingerprints({f"seed {s}": layout.seed_metrics(dataset, variant, s) for s in seeds}), runtime=None,
-        started=started)
+        started=started),
+        "per_seed": {str(s): read_json(layout.seed_provenance(dataset, variant, s)) for s in seeds}}
     write_table(layout.curves(dataset, variant), curves(layout, dataset, variant, seeds))
+    write_json(layout.provenance(dataset, variant), made)
+    write_json(layout.scores(dataset, variant), metrics.scores(summary["mean"]))
+    write_json(layout.spread(dataset, variant), metrics.scores(summary["std"]))
     write_json(layout.metrics(dataset, variant), summary)
     log.info("%s/%s over seeds %s: t2v R@1 %.1f ± %.1f", dataset, variant, summary["seeds"],
              summary["mean"]["t2v"]["R1"], summary["std"]["t2v"]["R1"])

@@ -4,6 +4,7 @@ environment match those recorded."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from hcmi import numerics, provenance
@@ -62,6 +63,18 @@ def context_differences(recorded: dict | None, params, dataset: str, variant: st
     return notes
 
 
+def recorded_provenance(layout, dataset: str, variant: str, seed: int) -> dict | None:
+    """What made the recorded evaluation (provenance.json beside its metrics), None where nothing was recorded."""
+    path = layout.seed_provenance(dataset, variant, seed)
+    return read_json(path).get("provenance") if path.exists() else None
+
+
+def recorded_settings(layout, dataset: str, variant: str, seed: int) -> list[str]:
+    """The evaluation's parameters as its metrics.json recorded them, as KEY=VALUE settings (JSON is YAML)."""
+    values = (recorded_provenance(layout, dataset, variant, seed) or {}).get("params", {}).get("values", {})
+    return [f"{key}={json.dumps(value)}" for key, value in sorted(values.items())]
+
+
 def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
     path = layout.seed_metrics(dataset, variant, seed)
     if not path.exists():
@@ -70,7 +83,7 @@ def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
     recorded = read_json(path)
     fresh, _, _ = evaluate(params, layout, dataset, variant, seed)
     differences = compare(recorded, fresh)
-    context = context_differences(recorded.get("provenance"), params, dataset, variant, seed)
+    context = context_differences(recorded_provenance(layout, dataset, variant, seed), params, dataset, variant, seed)
     if differences:
         if not numerics.is_x86():
             context.append(numerics.agreement(params.get("compute.numerics")))

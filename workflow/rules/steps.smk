@@ -122,6 +122,8 @@ rule evaluate:
     output:
         rankings="data/results/{dataset}/{model}/seeds/{seed}/rankings.parquet",
         metrics="data/results/{dataset}/{model}/seeds/{seed}/metrics.json",
+        provenance="data/results/{dataset}/{model}/seeds/{seed}/provenance.json",
+        scores="data/results/{dataset}/{model}/seeds/{seed}/scores.json",
     log:
         "logs/evaluate/{dataset}-{model}-{seed}.log",
     params:
@@ -165,6 +167,9 @@ rule index:
 rule summarize:
     input:
         metrics=lambda wildcards: every_value("data/results/{dataset}/{model}/seeds/{seed}/metrics.json", wildcards),
+        provenance=lambda wildcards: every_value(
+            "data/results/{dataset}/{model}/seeds/{seed}/provenance.json", wildcards
+        ),
         train_logs=lambda wildcards: every_value(
             "data/checkpoints/{dataset}/{model}/seeds/{seed}/train_log.csv", wildcards
         ),
@@ -174,6 +179,9 @@ rule summarize:
     output:
         curves="data/results/{dataset}/{model}/curves.csv",
         summary="data/results/{dataset}/{model}/metrics.json",
+        provenance="data/results/{dataset}/{model}/provenance.json",
+        scores="data/results/{dataset}/{model}/scores.json",
+        spread="data/results/{dataset}/{model}/spread.json",
     log:
         "logs/summarize/{dataset}-{model}.log",
     params:
@@ -189,6 +197,7 @@ rule summarize:
 rule dataset_report:
     input:
         summaries=lambda wildcards: every_value("data/results/{dataset}/{model}/metrics.json", wildcards),
+        provenance=lambda wildcards: every_value("data/results/{dataset}/{model}/provenance.json", wildcards),
         curves=lambda wildcards: every_value("data/results/{dataset}/{model}/curves.csv", wildcards),
         rankings=lambda wildcards: every_value(
             "data/results/{dataset}/{model}/seeds/{seed}/rankings.parquet", wildcards
@@ -212,6 +221,7 @@ rule dataset_report:
 rule index_report:
     input:
         summaries=lambda wildcards: every_value("data/results/{dataset}/{model}/metrics.json", wildcards),
+        provenance=lambda wildcards: every_value("data/results/{dataset}/{model}/provenance.json", wildcards),
         curves=lambda wildcards: every_value("data/results/{dataset}/{model}/curves.csv", wildcards),
         rankings=lambda wildcards: every_value(
             "data/results/{dataset}/{model}/seeds/{seed}/rankings.parquet", wildcards
@@ -225,7 +235,7 @@ rule index_report:
     params:
         declared=lambda wildcards: declared(
             wildcards, "datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",
-            "backbone"
+            "backbone", "report.equivalence_margin"
         ),
         code=code_hash("index_report"),
     shell:
