@@ -25,6 +25,7 @@ from hcmi.files import write_json, write_table
 from hcmi.model import create_backbone
 from hcmi.model.factory import build_model
 from hcmi.model.backbone import tokenizer
+from hcmi.report import scores
 from hcmi.scoring import encode_split, encode_texts, gallery_scores, level_similarity_matrices, retrieval_results
 from hcmi.steps.common import fingerprints
 
@@ -145,7 +146,7 @@ def run(params, layout, dataset: str, variant: str, seed: int) -> dict:
         "model_provenance": result.pop("model_provenance")}
     write_table(layout.rankings(dataset, variant, seed), rankings)
     write_json(layout.seed_provenance(dataset, variant, seed), made)
-    write_json(layout.seed_scores(dataset, variant, seed), metrics.scores(result))
+    write_json(layout.seed_scores(dataset, variant, seed), scores.scores(result))
     write_json(layout.seed_metrics(dataset, variant, seed), result)
     t2v, v2t = result["t2v"], result["v2t"]
     log.info("t2v R@1 %.1f  R@5 %.1f  R@10 %.1f  MdR %.1f | v2t R@1 %.1f (%.1f s)", t2v["R1"], t2v["R5"], t2v["R10"],

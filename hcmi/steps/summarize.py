@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from hcmi import metrics, provenance
+from hcmi import provenance
+from hcmi.report import scores
 from hcmi.files import read_json, write_json, write_table
 from hcmi.steps.common import fingerprints
 
@@ -89,8 +90,8 @@ def run(params, layout, dataset: str, variant: str) -> dict:
         "per_seed": {str(s): read_json(layout.seed_provenance(dataset, variant, s)) for s in seeds}}
     write_table(layout.curves(dataset, variant), curves(layout, dataset, variant, seeds))
     write_json(layout.provenance(dataset, variant), made)
-    write_json(layout.scores(dataset, variant), metrics.scores(summary["mean"]))
-    write_json(layout.spread(dataset, variant), metrics.scores(summary["std"]))
+    write_json(layout.scores(dataset, variant), scores.scores(summary["mean"]))
+    write_json(layout.spread(dataset, variant), scores.scores(summary["std"]))
     write_json(layout.metrics(dataset, variant), summary)
     log.info("%s/%s over seeds %s: t2v R@1 %.1f ± %.1f", dataset, variant, summary["seeds"],
              summary["mean"]["t2v"]["R1"], summary["std"]["t2v"]["R1"])
