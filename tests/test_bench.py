@@ -57,7 +57,7 @@ def test_training_step_bench_times_each_numerics_mode_in_processes_of_its_own(tm
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     rows = {row["numerics"]: row for row in json.loads((tmp_path / "numerics_cpu.json").read_text())["numerics"]["rows"]}
-    assert set(rows) == {"portable", "compatible", "native"}
+    assert set(rows) == {"portable", "vendor", "compatible", "native"}
     assert rows["compatible"]["torch_kernels"] == "DEFAULT"
     assert rows["native"]["torch_kernels"] != "DEFAULT"  # the launcher's pinned variables are not passed on
     assert rows["native"]["ratio_to_native"] == 1.0 and all(row["s_per_step"] > 0 for row in rows.values())

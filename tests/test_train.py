@@ -92,7 +92,7 @@ def test_train_and_evaluate_write_every_output_with_provenance(tiny_data, tmp_pa
     stored = json.loads(run_layout.seed_metrics("synthetic", "hcmi", 0).read_text())
     assert stored["t2v"] == result["t2v"] and not {"provenance", "model_provenance"} & set(stored)
     made = json.loads(run_layout.seed_provenance("synthetic", "hcmi", 0).read_text())
-    assert "eval" in made["provenance"]["params"]["keys"]
+    assert set(made["provenance"]) == {"code", "params", "data", "environment", "runtime"}
     assert made["model_provenance"] == checkpoint["provenance"]
     scores = json.loads(run_layout.seed_scores("synthetic", "hcmi", 0).read_text())
     assert scores["t2v"]["R1"] == round(result["t2v"]["R1"], 2) and set(scores) == {"t2v", "v2t", "t2v_dsl",

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from hcmi import checkpoints, metrics, provenance, runtime
+from hcmi import checkpoints, metrics, provenance, runtime, scores
 from hcmi.config import ConfigError, model_params
 from hcmi.data.annotations import read_annotations, split_table
 from hcmi.data.frames import FrameCache
@@ -25,7 +25,6 @@ from hcmi.files import write_json, write_table
 from hcmi.model import create_backbone
 from hcmi.model.factory import build_model
 from hcmi.model.backbone import tokenizer
-from hcmi.report import scores
 from hcmi.scoring import encode_split, encode_texts, gallery_scores, level_similarity_matrices, retrieval_results
 from hcmi.steps.common import fingerprints
 

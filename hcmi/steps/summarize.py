@@ -13,8 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from hcmi import provenance
-from hcmi.report import scores
+from hcmi import provenance, scores
 from hcmi.files import read_json, write_json, write_table
 from hcmi.steps.common import fingerprints
 

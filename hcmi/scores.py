@@ -1,8 +1,8 @@
 """The headline numbers of a result: what each run's and each model's scores.json holds (DVC's metrics), few enough
 that `dvc metrics show` fits a terminal. Every other number stays in the metrics.json beside it.
 
-Apart from hcmi/metrics.py, so that choosing which numbers to show re-runs the evaluations and summaries that write
-them, not the trainings (a step's code is the import closure of its module)."""
+Apart from hcmi/metrics.py (which training's validation imports), so that choosing which numbers to show re-runs the
+evaluations and summaries that write them, not the trainings (a step's code is the import closure of its module)."""
 
 from __future__ import annotations
 
