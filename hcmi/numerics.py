@@ -144,8 +144,8 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_vendor() -> str:
-    """The CPU's vendor (x86: GenuineIntel, AuthenticAMD; elsewhere the architecture): MKL's numerical
-    reproducibility holds on one vendor's processors (its COMPATIBLE branch aside), so pinned results are per vendor."""
+    """The CPU's vendor (x86: GenuineIntel, AuthenticAMD; elsewhere the architecture), recorded with every result:
+    MKL's faster branches (compute.numerics: vendor) are reproducible on one vendor's processors only."""
     for line in _cpuinfo().splitlines():
         if line.startswith("vendor_id"):
             return line.split(":", 1)[1].strip()
