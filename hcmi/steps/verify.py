@@ -70,7 +70,7 @@ def recorded_provenance(layout, dataset: str, variant: str, seed: int) -> dict |
 
 
 def recorded_settings(layout, dataset: str, variant: str, seed: int) -> list[str]:
-    """The evaluation's parameters as its metrics.json recorded them, as KEY=VALUE settings (JSON is YAML)."""
+    """The evaluation's parameters as its provenance.json recorded them, as KEY=VALUE settings (JSON is YAML)."""
     values = (recorded_provenance(layout, dataset, variant, seed) or {}).get("params", {}).get("values", {})
     return [f"{key}={json.dumps(value)}" for key, value in sorted(values.items())]
 
