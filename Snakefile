@@ -5,6 +5,7 @@
 #
 #   snakemake --cores 8 all                                  # the embedded synthetic benchmark (CPU, offline)
 #   snakemake --cores 8 all --configfile config/paper.yaml   # the paper's runs (GPU, real datasets)
+#   snakemake --cores 8 mechanisms                           # the mechanism checks (params `checks`), after `all`
 #
 # Working state that makes steps resumable (downloaded files, frame-cache shards, training state) is deliberately not
 # declared as output: Snakemake deletes declared outputs before it re-runs a job, which would throw that work away.
@@ -32,3 +33,10 @@ rule all:
         "data/reports/index.html",
         expand("data/reports/{dataset}.html", dataset=config["datasets"]),
     default_target: True
+
+
+# Outside `all`: each component against its condition (params `checks`; docs/method.md). The runs at the default
+# level are the default run's own (the same paths): after `all`, only the other levels are trained.
+rule mechanisms:
+    input:
+        "data/reports/mechanisms.html",

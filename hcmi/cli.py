@@ -56,12 +56,15 @@ def step_command(step):
 def cmd_report(params, layout, args) -> None:
     from hcmi.steps import report
 
-    if args.index:
+    if args.mechanisms:
+        report.run_mechanisms(params, layout, args.params_files)
+    elif args.index:
         report.run_index(params, layout, args.params_files)
     elif args.dataset:
         report.run_dataset(params, layout, args.dataset, args.params_files)
     else:
-        raise SystemExit("hcmi report: give --dataset D, or --index for the summary report")
+        raise SystemExit("hcmi report: give --dataset D, --index for the summary report, or --mechanisms for the "
+                         "mechanism checks")
 
 
 def cmd_sync(params, layout, args) -> None:
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = add("report", cmd_report, "render a dataset's HTML report, or the index report")
     report.add_argument("--dataset")
     report.add_argument("--index", action="store_true", help="the summary report over all datasets")
+    report.add_argument("--mechanisms", action="store_true",
+                        help="the mechanism checks' report (params `checks`: each effect against its condition)")
     sync_parser = add("sync", cmd_sync, "after `dvc pull` or `dvc checkout`: mark the steps whose results match "
                       "dvc.lock as done for Snakemake, and the changed ones for re-running")
     sync_parser.add_argument("snakemake_args", nargs=argparse.REMAINDER,
@@ -203,7 +208,8 @@ def restricted(params, args):
     """The parameters a pipeline step may read: the keys it declares, for this job's values."""
     from hcmi.pipeline import step_for_command
 
-    step = step_for_command(args.command, index=getattr(args, "index", False))
+    step = step_for_command(args.command, index=getattr(args, "index", False),
+                            mechanisms=getattr(args, "mechanisms", False))
     if step is None:
         return params
     values = {name: getattr(args, name, None) for name in step.wildcards}

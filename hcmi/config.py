@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from hcmi import parameters
+from hcmi import checks, parameters
 from hcmi.errors import HcmiError
 from hcmi.parameters import ModelParams, SyntheticSource
 
@@ -58,7 +58,7 @@ class Params:
 
     def __init__(self, raw: Mapping, source: str = "params", allowed: tuple[str, ...] | None = None,
                  step: str | None = None):
-        self._raw = copy.deepcopy(dict(raw))
+        self._raw = checks.expand(raw) if "checks" in raw else copy.deepcopy(dict(raw))  # + derived entries
         self.source = source
         self.allowed = allowed
         self.step = step
@@ -134,12 +134,31 @@ class Params:
         return self.all_models + self.get("zero_shot")
 
     def seeds_for(self, variant: str) -> list[int]:
+        """A variant's seeds (a variant derived for a check: its base's)."""
+        variant = checks.base_name(variant)
         if variant in self.get("models"):
             return self.get("seeds")
         return [ZERO_SHOT_SEED] if variant in self.get("zero_shot") else self.get("ablation_seeds")
 
-    def synthetic(self) -> SyntheticSource:
-        return SyntheticSource.model_validate(self.get("data.synthetic.source"))
+    def synthetic(self, dataset: str = "synthetic") -> SyntheticSource:
+        """The generator parameters of the embedded benchmark (or of one derived from it for a check)."""
+        return SyntheticSource.model_validate(self.get(f"data.{dataset}.source"))
+
+    @property
+    def check_levels(self) -> list[checks.Level]:
+        """Every level of every mechanism check (hcmi/checks.py)."""
+        self._check("checks")
+        return checks.levels(self._raw)
+
+    def check_runs(self) -> list[tuple[str, str, int]]:
+        """(dataset, variant, seed) of every run the mechanism checks compare, the default run's among them."""
+        self._check("checks")
+        return checks.runs(self._raw, self.seeds_for)
+
+    @property
+    def check_models(self) -> list[str]:
+        """The variants the mechanism checks train (those derived for them included), in order."""
+        return list(dict.fromkeys(model for _, model, _ in self.check_runs()))
 
     def _variant(self, name: str) -> dict:
         if not self.has(f"variants.{name}"):
@@ -151,14 +170,19 @@ class Params:
         """The merged model section of a variant, as a plain dict (stored in checkpoints); its backbone apart."""
         merged = deep_merge(self.get("model"), self._variant(name))
         merged.pop("backbone", None)
+        merged.pop("train", None)
         return merged
+
+    def train_dict(self, variant: str) -> dict:
+        """params `train`, with the variant's own `train` merged over it."""
+        return deep_merge(self.get("train"), self._variant(variant).get("train") or {})
 
     def variant(self, name: str) -> ModelParams:
         return model_params(self.variant_dict(name))
 
     def backbone_dict(self, variant: str) -> dict:
         """params `backbone`, with the variant's own `backbone` merged over it."""
-        return deep_merge(self.get("backbone"), self._variant(variant).get("backbone", {}))
+        return deep_merge(self.get("backbone"), self._variant(variant).get("backbone") or {})
 
     def backbones_in_use(self) -> list[dict]:
         """Every distinct backbone that the configured variants (trained or zero-shot) use, in order."""
@@ -309,10 +333,46 @@ def _cross_reference_problems(raw: Mapping, known_datasets: Iterable[str]) -> li
         src = raw["data"]["synthetic"]["source"]
         if src["min_events"] > src["max_events"]:
             problems.append("key 'data.synthetic.source.min_events' is larger than max_events")
+    problems += _check_problems(raw)
     known = set(known_datasets)
     for name in raw["data"]:
         if name not in known:
             problems.append(f"key 'data.{name}': unknown dataset (known: {', '.join(sorted(known))})")
+    return problems
+
+
+def _check_problems(raw: Mapping) -> list[str]:
+    """A check compares defined variants on a configured condition, at levels the parameter may take."""
+    problems = []
+    for name, spec in (raw.get("checks") or {}).items():
+        key = f"checks.{name}"
+        for variant in spec["compare"]:
+            if variant not in raw["variants"]:
+                problems.append(f"key '{key}.compare': '{variant}' is not defined under 'variants'")
+        condition = spec["condition"]
+        dataset = checks.condition_dataset(condition)
+        if dataset is not None and dataset not in raw["data"]:
+            problems.append(f"key '{key}.condition': no entry data.{dataset}")
+            continue
+        try:
+            current = checks.lookup(raw, condition)
+        except (KeyError, TypeError):
+            problems.append(f"key '{key}.condition': no parameter '{condition}'")
+            continue
+        if isinstance(current, (Mapping, list, bool)) or not isinstance(current, (int, float)):
+            problems.append(f"key '{key}.condition': '{condition}' is not a number")
+            continue
+        section_key, _, leaf = condition.rpartition(".")
+        section = checks.lookup(raw, section_key)
+        model = parameters.SyntheticSource if dataset is not None else parameters.TrainParams
+        for value in spec["levels"]:
+            try:
+                model.model_validate({**section, leaf: checks.typed(current, float(value))})
+            except Exception as exc:  # pydantic's ValidationError: the level is out of the parameter's range
+                first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                problems.append(f"key '{key}.levels': {value} is not a valid {condition} ({first})")
+        if list(spec["levels"]) != sorted(spec["levels"]):
+            problems.append(f"key '{key}.levels': levels must be ascending")
     return problems
 
 

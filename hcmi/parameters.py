@@ -206,12 +206,6 @@ def overrides(model: type[Section]) -> type[Section]:
     return create_model(f"{model.__name__}Override", __base__=Section, __doc__=model.__doc__, **fields)
 
 
-class Variant(overrides(ModelParams)):
-    """A model variant: the keys of `model` it overrides, and optionally its own backbone."""
-
-    backbone: Optional[BackboneOverride] = None
-
-
 # -- training, evaluation, compute, reports, search ---------------------------------------------------------------
 
 
@@ -244,6 +238,28 @@ class TrainParams(Section):
     select: Literal["best", "last"] = Field(
         description="the weights a run's result is: best (the best validation t2v R@1 at an epoch's end, as "
         "CLIP4Clip selects) or last (the end of the schedule; validation is still run and logged)")
+
+
+class Variant(overrides(ModelParams)):
+    """A model variant: the keys of `model` it overrides, and optionally its own backbone and training."""
+
+    backbone: Optional[BackboneOverride] = None
+    train: Optional[overrides(TrainParams)] = Field(
+        None, description="keys of `train` this variant is trained with instead (e.g. more epochs)")
+
+
+class Check(Section):
+    """A mechanism check (docs/method.md): compare[0] against compare[1] (the variant without the component) at each
+    level of `condition`, paired, with intervals; the level equal to the parameter's own value is the default run's."""
+
+    compare: Annotated[list[Name], Field(min_length=2, max_length=2)] = Field(
+        description="[the component's variant, the variant that removes it]")
+    condition: str = Field(
+        pattern=r"^(data\.[a-z0-9][a-z0-9_-]*\.source\.[a-z_]+|train\.[a-z_]+)$",
+        description="the parameter the component exists for: data.<dataset>.source.<key> (another benchmark is "
+        "generated at each level) or train.<key> (the compared variants are trained otherwise)")
+    levels: Annotated[list[float], Field(min_length=2, json_schema_extra={"uniqueItems": True})] = Field(
+        description="values of the condition, ascending; the parameter's own value among them reuses the default run")
 
 
 class Eval(Section):
@@ -312,6 +328,8 @@ class Params(Section):
     compute: Compute
     report: Report
     search: Search
+    checks: dict[Name, Check] = Field(
+        default_factory=dict, description="mechanism checks, outside `all`: `snakemake --cores 8 mechanisms`")
 
 
 def section_model(path: tuple) -> type[BaseModel] | None:

@@ -131,3 +131,14 @@ class Layout:
     def results_summary(self) -> Path:
         """The results tables as Markdown (what the README's results section is made from)."""
         return self.root / "reports" / "results.md"
+
+    def mechanisms_report(self) -> Path:
+        """The mechanism checks (`snakemake mechanisms`): each component's effect against its condition."""
+        return self.root / "reports" / "mechanisms.html"
+
+    def mechanisms_notebook(self) -> Path:
+        return self.mechanisms_report().with_suffix(".ipynb")
+
+    def mechanisms_summary(self) -> Path:
+        """The mechanism checks' tables as Markdown (the README's section on them is made from it)."""
+        return self.root / "reports" / "mechanisms.md"

@@ -31,6 +31,7 @@ from hcmi.paths import Layout
 SPLITS = ("train", "val", "test")  # every dataset is sampled into these caches (a split it lacks becomes empty)
 TRAINED = ("models", "ablations")  # the model groups that are trained
 EVALUATED = TRAINED + ("zero_shot",)  # and every group that is evaluated
+CHECKS = "checks"  # the runs of the mechanism checks (hcmi/checks.py): trained, evaluated and summarized as the others
 
 _L = Layout(Path("data"))
 D, M, S, SPLIT = "{dataset}", "{model}", "{seed}", "{split}"
@@ -61,6 +62,8 @@ class Step:
     # themselves, where a change of a declared key that leaves it unchanged must re-run nothing: Snakemake re-runs
     # everything after a step that runs, DVC compares that step's outputs by content
     watches: str | None = None
+    over: str = "configured"  # what an input over other wildcards expands to: every configured value, or (checks)
+    # every run of the mechanism checks
 
     @property
     def wildcards(self) -> tuple[str, ...]:
@@ -111,7 +114,7 @@ STEPS: tuple[Step, ...] = (
                                                       f"data.{D}.max_frames", "frames.image_size"),
          threads="compute.train_threads",
          resources=(("gpu", "compute.train_gpus"), ("mem_mb", "compute.train_mem_mb"),
-                    ("runtime", "compute.train_runtime_min"))),
+                    ("runtime", "compute.train_runtime_min")), groups=TRAINED + (CHECKS,)),
     Step("snapshot", f"hcmi snapshot --dataset {D} --model {M}", "hcmi.steps.snapshot",
          inputs={"backbones": _p(_L.weights_manifest())},
          outputs={"model": _p(_L.model_file(D, M, "0")), "train_log": _p(_L.train_log(D, M, "0")),
@@ -126,7 +129,7 @@ STEPS: tuple[Step, ...] = (
                   "provenance": _p(_L.seed_provenance(D, M, S))},
          metrics={"scores": _p(_L.seed_scores(D, M, S))},
          params=("eval", f"data.{D}.test_folds") + COMPUTE, threads="compute.train_threads",
-         resources=(("mem_mb", "compute.train_mem_mb"),), groups=EVALUATED),
+         resources=(("mem_mb", "compute.train_mem_mb"),), groups=EVALUATED + (CHECKS,)),
     Step("index", f"hcmi index --dataset {D} --model {M} --seed {S}", "hcmi.steps.index",
          inputs={"model": _p(_L.model_file(D, M, S)), "test_frames": _p(_L.frame_index(D, "test")),
                  "skipped": _p(_L.frame_skipped(D, "test"))},
@@ -142,7 +145,8 @@ STEPS: tuple[Step, ...] = (
          outputs={"curves": _p(_L.curves(D, M)), "summary": _p(_L.metrics(D, M)),
                   "provenance": _p(_L.provenance(D, M))},
          metrics={"scores": _p(_L.scores(D, M)), "spread": _p(_L.spread(D, M))},
-         params=("models", "seeds", "ablation_seeds", "zero_shot"), watches="model_seeds", groups=EVALUATED),
+         params=("models", "seeds", "ablation_seeds", "zero_shot"), watches="model_seeds",
+         groups=EVALUATED + (CHECKS,)),
     Step("dataset_report", f"hcmi report --dataset {D}", "hcmi.steps.report",
          inputs={"summaries": _p(_L.metrics(D, M)), "provenance": _p(_L.provenance(D, M)),
                  "curves": _p(_L.curves(D, M)), "rankings": _p(SEED_RUN / "rankings.parquet"),
@@ -159,15 +163,23 @@ STEPS: tuple[Step, ...] = (
                   "results": _p(_L.results_summary())},
          params=("datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds", "variants", "model",
                  "backbone", "report.equivalence_margin")),
+    Step("mechanisms_report", "hcmi report --mechanisms", "hcmi.steps.report",
+         # every run the checks compare: its per-query outcomes, and the training curves (latent positives)
+         inputs={"summaries": _p(_L.metrics(D, M)), "curves": _p(_L.curves(D, M)),
+                 "rankings": _p(SEED_RUN / "rankings.parquet")},
+         outputs={"html": _p(_L.mechanisms_report()), "notebook": _p(_L.mechanisms_notebook()),
+                  "results": _p(_L.mechanisms_summary())},
+         params=("checks", "data", "train", "datasets", "models", "ablations", "zero_shot", "seeds", "ablation_seeds",
+                 "variants", "report.equivalence_margin"), over=CHECKS),
 )
 
 STEP = {step.name: step for step in STEPS}
 
 
-def step_for_command(command: str, index: bool = False) -> Step | None:
-    """The step that `hcmi <command>` runs (the report command serves two steps), or None for a tool command."""
+def step_for_command(command: str, index: bool = False, mechanisms: bool = False) -> Step | None:
+    """The step that `hcmi <command>` runs (the report command serves three steps), or None for a tool command."""
     if command == "report":
-        return STEP["index_report" if index else "dataset_report"]
+        return STEP["mechanisms_report" if mechanisms else "index_report" if index else "dataset_report"]
     return STEP.get(command)
 
 
@@ -206,14 +218,21 @@ WATCHED = {"backbones_in_use": backbones_in_use, "model_seeds": model_seeds}
 
 
 def group_models(params: Params, groups: tuple[str, ...]) -> list[str]:
-    """The variants of these model groups (models, ablations, zero_shot), in order."""
-    return [name for group in groups for name in params.get(group)]
+    """The variants of these model groups (models, ablations, zero_shot, checks), in order."""
+    names = [name for group in groups for name in (params.check_models if group == CHECKS else params.get(group))]
+    return list(dict.fromkeys(names))
 
 
-def every_value(params: Params, template: str, fixed: dict[str, str]) -> list[str]:
+def every_value(params: Params, template: str, fixed: dict[str, str], over: str = "configured") -> list[str]:
     """Every configured path of `template`: the wildcards in `fixed` as given, each other one over its configured
-    values (every dataset; every evaluated model, each with its own seeds)."""
+    values (every dataset; every evaluated model, each with its own seeds), or (over checks) over every run of the
+    mechanism checks."""
     names = re.findall(r"\{(\w+)\}", template)
+    if over == CHECKS:
+        runs = [dict(dataset=d, model=m, seed=s) for d, m, s in params.check_runs()]
+        runs = [run for run in runs if all(str(run[k]) == str(v) for k, v in fixed.items() if k in run)]
+        return list(dict.fromkeys(template.format(**{**fixed, **{n: run[n] for n in names if n in run}})
+                                  for run in runs))
     datasets = [fixed["dataset"]] if "dataset" in fixed else params.get("datasets")
     models = [fixed["model"]] if "model" in fixed else params.evaluated_models
     paths = []

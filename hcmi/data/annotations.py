@@ -309,7 +309,7 @@ PARSERS = {
 
 
 def parse(dataset: str, source_dir: Path) -> pd.DataFrame:
-    table = PARSERS[dataset](Path(source_dir))
+    table = PARSERS[datasets.get(dataset).name](Path(source_dir))
     check(table, f"{dataset} annotations ({source_dir})")
     _compare_with_protocol(table, datasets.get(dataset))
     return table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hcmi import checks
 from hcmi.errors import HcmiError
 
 
@@ -203,7 +204,9 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (SYNTHETIC, MSRV
 
 
 def get(name: str) -> DatasetSpec:
+    """The registered dataset; a dataset derived from one for a mechanism check (hcmi/checks.py) is the registered
+    one made with other parameters."""
     try:
-        return DATASETS[name]
+        return DATASETS[checks.base_name(name)]
     except KeyError:
         raise UnknownDataset(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})") from None

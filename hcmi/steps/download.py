@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def run(params, layout, dataset: str) -> dict:
-    source = params.synthetic() if datasets.get(dataset).generated else params.dataset(dataset).source.to_dict()
+    source = params.synthetic(dataset) if datasets.get(dataset).generated else params.dataset(dataset).source.to_dict()
     manifest = fetch(dataset, source, layout.raw(dataset), workers=scheduled_workers())
     log.info("%s: %d files recorded in %s", dataset, len(manifest["files"]), layout.manifest(dataset))
     return manifest

@@ -45,7 +45,8 @@ def _quoted(text: str) -> str:
 def _input(step: Step, name: str, template: str) -> list[str]:
     if not step.expanded(template):
         return [f"{name}={_quoted(template)},"]
-    return _wrapped(f"{name}=lambda wildcards: every_value", [_quoted(template), "wildcards"])
+    over = [] if step.over == "configured" else [_quoted(step.over)]
+    return _wrapped(f"{name}=lambda wildcards: every_value", [_quoted(template), "wildcards"] + over)
 
 
 def _params(step: Step) -> list[str]:

@@ -63,7 +63,7 @@ def gradcache_chunk(params, dataset: str, variant: str, run_env) -> int:
 
 
 def build_job(params, layout, dataset: str, variant: str, seed: int, run_env, dist) -> TrainingJob:
-    cfg = TrainParams.model_validate({**params.train.to_dict(),
+    cfg = TrainParams.model_validate({**params.train_dict(variant),
                                       "gradcache_chunk": gradcache_chunk(params, dataset, variant, run_env)})
     if cfg.gradcache_chunk:
         log.info("gradient caching: the batch of %d is encoded in chunks of %d", cfg.batch_size, cfg.gradcache_chunk)

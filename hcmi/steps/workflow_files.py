@@ -19,7 +19,7 @@ def params_schema() -> str:
 
 
 FILES = {"workflow/rules/steps.smk": snakemake_rules.render, "dvc.yaml": dvc_yaml.render,
-         "params.schema.json": params_schema}
+         "mechanisms/dvc.yaml": dvc_yaml.render_checks, "params.schema.json": params_schema}
 
 
 class WorkflowFilesDiffer(HcmiError):

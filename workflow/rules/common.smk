@@ -61,10 +61,11 @@ def code_hash(step, model=None):
     return pipeline.code_hash(pipeline.STEP[step], head)
 
 
-def every_value(template, wildcards):
+def every_value(template, wildcards, over="configured"):
     """Every configured path of an input template: the rule's wildcards as given, each other one over its configured
-    values (every dataset; every evaluated model, each with its own seeds)."""
-    return pipeline.every_value(PARAMS, template, dict(wildcards.items()))
+    values (every dataset; every evaluated model, each with its own seeds), or over every run of the mechanism checks
+    (over="checks")."""
+    return pipeline.every_value(PARAMS, template, dict(wildcards.items()), over)
 
 
 def model_names(*groups):

@@ -89,7 +89,7 @@ rule train:
         mem_mb=param("compute.train_mem_mb"),
         runtime=param("compute.train_runtime_min"),
     wildcard_constraints:
-        model=model_names("models", "ablations"),
+        model=model_names("models", "ablations", "checks"),
     shell:
         "hcmi train --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
 
@@ -136,7 +136,7 @@ rule evaluate:
     resources:
         mem_mb=param("compute.train_mem_mb"),
     wildcard_constraints:
-        model=model_names("models", "ablations", "zero_shot"),
+        model=model_names("models", "ablations", "zero_shot", "checks"),
     shell:
         "hcmi evaluate --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
 
@@ -189,7 +189,7 @@ rule summarize:
         model_seeds=lambda wildcards: pipeline.model_seeds(PARAMS, wildcards.model),
         code=code_hash("summarize"),
     wildcard_constraints:
-        model=model_names("models", "ablations", "zero_shot"),
+        model=model_names("models", "ablations", "zero_shot", "checks"),
     shell:
         "hcmi summarize --dataset {wildcards.dataset} --model {wildcards.model} > {log} 2>&1"
 
@@ -240,3 +240,26 @@ rule index_report:
         code=code_hash("index_report"),
     shell:
         "hcmi report --index > {log} 2>&1"
+
+
+rule mechanisms_report:
+    input:
+        summaries=lambda wildcards: every_value("data/results/{dataset}/{model}/metrics.json", wildcards, "checks"),
+        curves=lambda wildcards: every_value("data/results/{dataset}/{model}/curves.csv", wildcards, "checks"),
+        rankings=lambda wildcards: every_value(
+            "data/results/{dataset}/{model}/seeds/{seed}/rankings.parquet", wildcards, "checks"
+        ),
+    output:
+        html="data/reports/mechanisms.html",
+        notebook="data/reports/mechanisms.ipynb",
+        results="data/reports/mechanisms.md",
+    log:
+        "logs/mechanisms_report/mechanisms_report.log",
+    params:
+        declared=lambda wildcards: declared(
+            wildcards, "checks", "data", "train", "datasets", "models", "ablations", "zero_shot", "seeds",
+            "ablation_seeds", "variants", "report.equivalence_margin"
+        ),
+        code=code_hash("mechanisms_report"),
+    shell:
+        "hcmi report --mechanisms > {log} 2>&1"
