@@ -4,7 +4,7 @@ parameters, restrict them to what the step declares (hcmi/pipeline.py), call the
     hcmi [--params FILE ...] [--set KEY=VALUE ...] [--data-root DIR] <command> [options]
 
 Pipeline steps: download, weights, parse, sample, train, snapshot, evaluate, summarize, report.
-Tools: check, synth, index, search, sync, verify, workflow-files, plan, readme-results.
+Tools: check, synth, index, search, sync, verify, probe, workflow-files, plan, readme-results.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ def cmd_verify(params, layout, args) -> None:
         recorded = verify.recorded_settings(layout, args.dataset, args.model, args.seed)
         params = restricted(load_params(args.params_files, [*recorded, *args.settings]), args)
     verify.run(params, layout, args.dataset, args.model, args.seed)
+
+
+def cmd_probe(params, layout, args) -> None:
+    from hcmi.steps import probe
+
+    probe.run(params, layout, args.dataset, args.model, args.seed, args.batches, args.epoch)
 
 
 def cmd_workflow_files(params, layout, args) -> None:
@@ -176,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="options for Snakemake after `--`, e.g. -- --configfile config/paper.yaml")
     add("verify", cmd_verify, "re-evaluate a trained checkpoint and check that it reproduces its recorded metrics",
         dataset, model, seed)
+    probe = add("probe", cmd_probe, "what label denoising and marginal sample enhancement act on in a trained run's "
+                "training batches: latent positives and hardest negatives by what they are (copy, twin, other)",
+                dataset, model, seed)
+    probe.add_argument("--batches", type=int, default=40, help="grouped training batches to look at")
+    probe.add_argument("--epoch", type=int, default=0, help="the epoch whose batch order and frame draws are used")
     files = add("workflow-files", cmd_workflow_files, "write the Snakemake rules (workflow/rules/steps.smk) and "
                 "dvc.yaml from the step table (hcmi/pipeline.py), in the current directory")
     files.add_argument("--check", action="store_true", help="only check that both files match the step table")

@@ -176,3 +176,38 @@ def test_every_pipeline_step_reads_only_what_it_declares(tiny_data, tmp_path):
     narrower = params.restrict([k for k in declared if k != "eval"] + ["eval.batch_size"], "evaluate")
     with pytest.raises(UndeclaredParameter, match="eval.block_memory_mb|eval.dsl|eval.top_k"):
         evaluate.run(narrower, run_layout, "synthetic", "baseline", 0)
+
+
+def test_checks_derive_their_datasets_and_variants_from_the_base_entries():
+    params = load([REPO / "params.yaml"])
+    levels = {(lv.check, lv.value): lv for lv in params.check_levels}
+    assert levels[("denoise", 0.2)].default and levels[("denoise", 0.2)].dataset == "synthetic"
+    derived = levels[("denoise", 0.5)]
+    assert derived.dataset == "synthetic--denoise-0p5" and derived.models == ("hcmi", "hcmi-no-denoise")
+    source = params.synthetic(derived.dataset)
+    assert source.false_negative_rate == 0.5
+    assert source.model_copy(update={"false_negative_rate": 0.2}) == params.synthetic()  # nothing else differs
+    longer = levels[("length", 12.0)]
+    assert longer.models == ("hcmi--length-12", "baseline--length-12") and longer.dataset == "synthetic"
+    assert params.train_dict("hcmi--length-12") == {**params.train_dict("hcmi"), "epochs": 12.0}
+    assert params.variant("hcmi--length-12") == params.variant("hcmi")
+    assert params.variant("baseline--length-12") == params.variant("baseline")
+    assert params.seeds_for("baseline--length-12") == params.get("seeds")
+    # params.yaml itself is left as written: no derived entry is a key of the file
+    assert "synthetic--denoise-0p5" not in yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("checks.denoise.compare=[hcmi, hcmi-no-denoize]", "key 'checks.denoise.compare': 'hcmi-no-denoize' is not defined"),
+    ("checks.length.levels=[3, 0]", "key 'checks.length.levels': 0.0 is not a valid train.epochs"),
+    ("checks.enhance.levels=[0.0, 1.5]", "key 'checks.enhance.levels': 1.5 is not a valid "
+                                         "data.synthetic.source.hard_negative_rate"),
+    ("checks.enhance.condition=train.sampler", "key 'checks.enhance.condition': 'train.sampler' is not a number"),
+    ("checks.enhance.condition=train.epochz", "key 'checks.enhance.condition': no parameter 'train.epochz'"),
+    ("checks.denoise.condition=data.msvdd.source.seed", "key 'checks.denoise.condition': no entry data.msvdd"),
+    ("checks.denoise.levels=[0.5, 0.2]", "key 'checks.denoise.levels': levels must be ascending"),
+])
+def test_a_bad_check_is_named(setting, message):
+    with pytest.raises(ConfigError) as error:
+        load([REPO / "params.yaml"], [setting])
+    assert message in str(error.value)

@@ -186,6 +186,27 @@ def test_every_result_records_what_made_it(snakemake_run):
     assert not NOT_METRICS & set(metrics_of(snakemake_run, "hcmi", 0)) - {"run"}, "the numbers alone"
 
 
+def test_after_all_the_mechanism_checks_plan_exactly_their_new_runs(snakemake_run):
+    """`snakemake -n mechanisms` after `all`: the runs the checks compare that `all` did not make, nothing else (at
+    test size: one seed, the ablations of tiny.yaml, 20 epochs, so every length level is a new one)."""
+    jobs = planned_jobs(snakemake_run, "mechanisms", *TINY)
+    trained = sorted(tuple(re.search(r"--dataset (\S+) --model (\S+) --seed (\d+)", job["command"]).groups())
+                     for job in jobs if job["rule"] == "train")
+    expected = sorted(
+        [(f"synthetic--{check}-{level}", model, "0") for check, levels, models in (
+            ("denoise", ("0", "0p5"), ("hcmi", "hcmi-no-denoise")), ("enhance", ("0", "0p9"),
+                                                                     ("hcmi", "hcmi-no-enhance")))
+         for level in levels for model in models]
+        + [("synthetic", "hcmi-no-denoise", "0"), ("synthetic", "hcmi-no-enhance", "0")]  # default levels, not in all
+        + [("synthetic", f"{model}--length-{epochs}", "0") for epochs in (3, 6, 12) for model in ("hcmi", "baseline")])
+    assert trained == expected
+    made_by_all = {job["outputs"][0] for job in jobs if "/synthetic/" in job["outputs"][0]
+                   and job["rule"] in ("download", "parse", "sample", "weights")}
+    assert not made_by_all and not any(job["rule"] == "weights" for job in jobs)
+    assert sorted({job["rule"] for job in jobs}) == ["download", "evaluate", "mechanisms_report", "parse", "sample",
+                                                     "summarize", "train"]
+
+
 def test_second_snakemake_run_does_nothing(snakemake_run):
     assert nothing_to_do(snakemake_run, *TINY)
 

@@ -172,3 +172,50 @@ def test_a_zero_shot_variant_is_evaluated_and_never_trained(tmp_path):
     [snapshot] = [job for job in jobs if job["rule"] == "snapshot"]
     assert snapshot["outputs"][0] == "data/checkpoints/synthetic/zero-shot/seeds/0/model.pt"
     assert not any(job["rule"] == "train" and "zero-shot" in job["command"] for job in jobs)
+
+
+def _commands(jobs):
+    return {re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", job["command"]): job for job in jobs if job["command"] and job["rule"] != "mechanisms"}
+
+
+def test_dvc_and_snakemake_run_the_same_mechanism_checks_and_only_theirs(tmp_path):
+    """mechanisms/dvc.yaml holds exactly the jobs that `snakemake mechanisms` adds to `all` (shipped params), with
+    the same outputs; the levels at the default are the default run's own jobs."""
+    import shutil
+
+    import yaml
+    from dvc.repo import Repo
+
+    workdir = copy_workflow(tmp_path / "wf", yaml.safe_load((REPO / "params.yaml").read_text()), git=True)
+    shutil.copytree(REPO / "mechanisms", workdir / "mechanisms")
+    everything = _commands(planned_jobs(workdir, "--forceall", "all"))
+    checks = _commands(planned_jobs(workdir, "--forceall", "mechanisms"))
+    new = {command: job for command, job in checks.items() if command not in everything}
+    trained = sorted(re.search(r"--dataset (\S+) --model (\S+) --seed", c).groups() for c in new
+                     if c.startswith("hcmi train"))
+    # denoising and enhancement: two derived benchmarks each, both variants, 3 seeds; length: 2 levels x 2 variants
+    expected = sorted([(f"synthetic--{check}-{level}", model) for check, levels, models in (
+        ("denoise", ("0", "0p5"), ("hcmi", "hcmi-no-denoise")), ("enhance", ("0", "0p9"), ("hcmi", "hcmi-no-enhance")))
+        for level in levels for model in models] * 3
+        + [("synthetic", f"{model}--length-{epochs}") for epochs in (6, 12) for model in ("hcmi", "baseline")] * 3)
+    assert trained == expected
+    rules = sorted(job["rule"] for job in new.values())
+    assert {rule: rules.count(rule) for rule in set(rules)} == {
+        "download": 4, "parse": 4, "sample": 12, "train": 36, "evaluate": 36, "summarize": 12,
+        "mechanisms_report": 1}
+    # every default-level comparison reads the default run's models: the same jobs as `all`'s
+    for model in ("hcmi", "hcmi-no-denoise", "hcmi-no-enhance", "baseline"):
+        assert f"hcmi train --dataset synthetic --model {model} --seed 2" in checks
+    with Repo(str(workdir)) as repo:
+        stages = [stage for stage in repo.index.stages if stage.path_in_repo.startswith("mechanisms")]
+        staged = {stage.cmd: {out.def_path for out in stage.outs if not out.persist} for stage in stages}
+        watched = {stage.cmd: {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+                   for stage in stages}
+    assert set(staged) == set(new), set(staged) ^ set(new)
+    for command, outputs in staged.items():
+        assert outputs == set(new[command]["outputs"]), command
+    # a derived entry is not in params.yaml: its stage watches the base entry and the check
+    longer = watched["hcmi train --dataset synthetic --model hcmi--length-12 --seed 0"]
+    assert {"train", "variants.hcmi", "checks.length"} <= longer and not any("--" in key for key in longer)
+    generated = watched["hcmi download --dataset synthetic--denoise-0p5"]
+    assert generated == {"data.synthetic.source", "checks.denoise"}
