@@ -1,5 +1,6 @@
 """`hcmi probe --dataset D --model M --seed S`: what label denoising and marginal sample enhancement act on in that
-run's training batches (hcmi/probe.py), printed, and written as JSON beside the run's results (probe.json)."""
+run's training batches (hcmi/probe.py), printed, and written as JSON to data/probes/<dataset>/<model>/seeds/<seed>/
+probe.json (no pipeline step reads it)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def run(params, layout, dataset: str, variant: str, seed: int, batches: int, epo
                          checkpoint["max_words"], params.train.batch_size, batches, epoch,
                          similarity=objective["denoise"]["similarity"], margin=objective["enhance"]["margin"])
     result.update({"dataset": dataset, "model": variant, "seed": seed, "epoch": epoch})
-    out = layout.seed_results(dataset, variant, seed) / "probe.json"
+    out = layout.root / "probes" / dataset / variant / "seeds" / str(seed) / "probe.json"  # no step reads it
     write_json(out, result)
     print(probe.format_report(result))
     log.info("written: %s", out)
