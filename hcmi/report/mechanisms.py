@@ -14,7 +14,8 @@ import pandas as pd
 
 from hcmi.paths import Layout
 from hcmi.report import paired
-from hcmi.report.tables import MEASURES, _degrees, _params, _commits, Summary, query_outcomes, verdict_text
+from hcmi.report.tables import (MEASURES, VERDICT_COLOURS, Summary, _commits, _degrees, _params, query_outcomes,
+                                verdict_text)
 
 STEP = "mechanisms_report"
 LATENT = (("latent precision (%)", "latent_precision"), ("latent recall (%)", "latent_recall"))
@@ -129,40 +130,47 @@ def level_table(rows: pd.DataFrame, check: str) -> pd.DataFrame | None:
     return table.set_index("level").round(1)
 
 
+def _panels(rows: pd.DataFrame, height: float):
+    """A figure with a row of panels per check and one per measure; yields (figure, axes, check, measure, that
+    panel's rows by level) for each panel with results."""
+    import matplotlib.pyplot as plt
+
+    checks = list(dict.fromkeys(rows["check"]))
+    measures = list(dict.fromkeys(rows["measure"]))
+    fig, axes = plt.subplots(len(checks), len(measures), figsize=(4.0 * len(measures), height * len(checks)),
+                             squeeze=False)
+    for i, check in enumerate(checks):
+        for j, measure in enumerate(measures):
+            part = rows[(rows["check"] == check) & (rows["measure"] == measure)].sort_values("level")
+            ax = axes[i][j]
+            if len(part):
+                ax.set_xlabel(part["condition"].iloc[0].rsplit(".", 1)[-1])
+                ax.set_xticks(sorted(part["level"]))
+                yield fig, ax, j == 0, check, measure, part
+
+
 def check_figure(rows: pd.DataFrame):
     """A row of panels per check, one per measure: the difference against the level of the condition, with its 95 %
     interval (thick) and family interval (thin), coloured by verdict; does the effect grow where it should?"""
     if not len(rows):
         return None
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    checks = list(dict.fromkeys(rows["check"]))
-    measures = list(dict.fromkeys(rows["measure"]))
-    fig, axes = plt.subplots(len(checks), len(measures), figsize=(4.0 * len(measures), 2.9 * len(checks)),
-                             squeeze=False)
-    colours = {"helps": "tab:green", "hurts": "tab:red", "equivalent": "tab:blue", "undetermined": "tab:gray"}
-    for i, check in enumerate(checks):
-        for j, measure in enumerate(measures):
-            ax = axes[i][j]
-            part = rows[(rows["check"] == check) & (rows["measure"] == measure)].sort_values("level")
-            ax.axhline(0, color="black", linewidth=0.8)
-            if len(part):
-                ax.plot(part["level"], part["difference"], color="0.6", linewidth=0.8)
-            for row in part.to_dict("records"):
-                colour = colours[row["verdict"]]
-                ax.plot([row["level"]] * 2, [row["family_low"], row["family_high"]], color=colour, linewidth=1)
-                ax.errorbar(row["level"], row["difference"], yerr=[[row["difference"] - row["low"]],
-                                                                   [row["high"] - row["difference"]]],
-                            fmt="o", color=colour, elinewidth=3, capsize=3)
-            if len(part):
-                first, second = _short(part["first"].iloc[0]), _short(part["second"].iloc[0])
-                ax.set_title(f"{check}: {measure}\n{first} - {second}", fontsize="medium")
-                ax.set_xlabel(part["condition"].iloc[0].rsplit(".", 1)[-1])
-                ax.set_xticks(sorted(part["level"]))
-            ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
-            if j == 0:
-                ax.set_ylabel("difference (points)")
+    fig = None
+    for fig, ax, first_column, check, measure, part in _panels(rows, 2.9):
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.plot(part["level"], part["difference"], color="0.6", linewidth=0.8)
+        for row in part.to_dict("records"):
+            colour = VERDICT_COLOURS[row["verdict"]]
+            ax.plot([row["level"]] * 2, [row["family_low"], row["family_high"]], color=colour, linewidth=1)
+            ax.errorbar(row["level"], row["difference"], yerr=[[row["difference"] - row["low"]],
+                                                               [row["high"] - row["difference"]]],
+                        fmt="o", color=colour, elinewidth=3, capsize=3)
+        first, second = _short(part["first"].iloc[0]), _short(part["second"].iloc[0])
+        ax.set_title(f"{check}: {measure}\n{first} - {second}", fontsize="medium")
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+        if first_column:
+            ax.set_ylabel("difference (points)")
     fig.suptitle("dot: difference; thick bar: 95 % interval; thin line: the check's levels at once (the verdict's)",
                  fontsize="medium")
     fig.tight_layout()
@@ -173,27 +181,15 @@ def means_figure(rows: pd.DataFrame):
     """Both compared variants' own means against the level (each check, each measure)."""
     if not len(rows):
         return None
-    import matplotlib.pyplot as plt
-
-    checks = list(dict.fromkeys(rows["check"]))
-    measures = list(dict.fromkeys(rows["measure"]))
-    fig, axes = plt.subplots(len(checks), len(measures), figsize=(4.0 * len(measures), 2.7 * len(checks)),
-                             squeeze=False)
-    for i, check in enumerate(checks):
-        for j, measure in enumerate(measures):
-            ax = axes[i][j]
-            part = rows[(rows["check"] == check) & (rows["measure"] == measure)].sort_values("level")
-            if not len(part):
-                continue
-            ax.plot(part["level"], part["first_mean"], "o-", label=_short(part["first"].iloc[0]))
-            ax.plot(part["level"], part["second_mean"], "s--", label=_short(part["second"].iloc[0]))
-            ax.set_title(f"{check}: {measure}", fontsize="medium")
-            ax.set_xlabel(part["condition"].iloc[0].rsplit(".", 1)[-1])
-            ax.set_xticks(sorted(part["level"]))
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel("mean over seeds (%)")
-            ax.legend(fontsize=8)
+    fig = None
+    for fig, ax, first_column, check, measure, part in _panels(rows, 2.7):
+        ax.plot(part["level"], part["first_mean"], "o-", label=_short(part["first"].iloc[0]))
+        ax.plot(part["level"], part["second_mean"], "s--", label=_short(part["second"].iloc[0]))
+        ax.set_title(f"{check}: {measure}", fontsize="medium")
+        ax.grid(alpha=0.3)
+        if first_column:
+            ax.set_ylabel("mean over seeds (%)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

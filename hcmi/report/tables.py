@@ -17,6 +17,7 @@ from hcmi.report.published import DSL, ZERO_SHOT, has_figures, published
 
 RECALL_COLUMNS = ["R1", "R5", "R10", "MdR", "MnR"]
 REFERENCE_MODEL = "hcmi"  # the full method, against which every ablation is judged
+VERDICT_COLOURS = {"helps": "tab:green", "hurts": "tab:red", "equivalent": "tab:blue", "undetermined": "tab:gray"}
 
 
 def fmt(mean: float | None, std: float | None, n: int) -> str:
@@ -516,7 +517,7 @@ def comparison_figure(rows: pd.DataFrame):
     fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 1.3 + 0.42 * len(rows) / len(measures)),
                              sharey=True, squeeze=False)
     labels = list(dict.fromkeys(f"{d}: {c}" for d, c in zip(rows["dataset"], rows["comparison"])))
-    colours = {"helps": "tab:green", "hurts": "tab:red", "equivalent": "tab:blue", "undetermined": "tab:gray"}
+    colours = VERDICT_COLOURS
     for ax, measure in zip(axes[0], measures):
         for row in rows[rows["measure"] == measure].to_dict("records"):
             y = labels.index(f"{row['dataset']}: {row['comparison']}")
