@@ -41,6 +41,10 @@ def tiny_params_dict() -> dict:
     return deep_merge(base, yaml.safe_load((REPO / "tests/fixtures/tiny.yaml").read_text()))
 
 
+# The backbone's pretraining in 3 steps instead of 64, for tests that need its weights to exist, not to be good
+QUICK_PRETRAINING = {"pretrain": {"images": 256, "epochs": 1}}
+
+
 @pytest.fixture
 def tiny_params():
     from hcmi.steps.common import validate_params
@@ -122,3 +126,16 @@ def slurm_cluster():
                 pytest.fail(f"CI runs the SLURM tests, but no cluster can be had here: {reason}")
             pytest.skip(f"no SLURM cluster: {reason}")
         yield cluster
+
+
+# The modules that take longest, longest first (measured with `pytest --durations`): pytest-xdist hands each worker
+# whole modules (--dist loadfile) in collection order, so starting these first keeps a long one from being the last
+# left running on one worker while the other is idle. The rest follow in their usual order.
+LONGEST_FIRST = ("test_pipeline_dvc.py", "test_pipeline_snakemake.py", "test_real_datasets_e2e.py", "test_slurm.py",
+                 "test_gpu_check.py", "test_golden.py", "test_train.py", "test_bench.py", "test_recovery.py",
+                 "test_pretrain.py", "test_search.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's tests keep their order

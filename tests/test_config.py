@@ -158,9 +158,11 @@ def test_every_pipeline_step_reads_only_what_it_declares(tiny_data, tmp_path):
     from hcmi.paths import Layout
     from hcmi.steps import evaluate, summarize, train
 
-    from conftest import linked_root
+    from conftest import linked_root, tiny_params_dict, tiny_params_from
+    from hcmi.config import deep_merge
 
-    params, layout = tiny_data
+    _, layout = tiny_data
+    params = tiny_params_from(deep_merge(tiny_params_dict(), {"train": {"epochs": 1}}))  # training runs, that is all
     run_layout = Layout(linked_root(tmp_path, layout))
 
     def view(step, **values):

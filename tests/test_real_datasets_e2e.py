@@ -14,7 +14,7 @@ import pytest
 from hcmi.data import synthetic
 from hcmi.data.annotations import parse
 
-from conftest import REPO, tiny_params_dict
+from conftest import QUICK_PRETRAINING, REPO, tiny_params_dict
 from workflow_helpers import copy_workflow, planned_jobs, snakemake
 
 DATASETS = ["msrvtt", "msvd", "lsmdc", "didemo", "activitynet"]
@@ -94,13 +94,15 @@ def fill_manual_folder(manual, dataset):
 
 def e2e_params(manual_root) -> dict:
     params = tiny_params_dict()
-    params.update(datasets=DATASETS, models=["baseline"], seeds=[0], ablations=[], ablation_seeds=[0])
+    # one trained model, no zero-shot row (its path is the synthetic run's: tests/test_pipeline_snakemake.py)
+    params.update(datasets=DATASETS, models=["baseline"], seeds=[0], ablations=[], ablation_seeds=[0], zero_shot=[])
     for dataset in DATASETS:
         # hcmi-tiny reads 32 tokens; paragraph datasets keep their longer queries, truncated like any other
         params["data"][dataset] = {"max_frames": 4, "max_words": 32, "test_folds": 1,
                                    "source": {"manual_dir": str(manual_root / dataset)}}
     params["frames"].update(max_skip_fraction=0.5)  # one of the few fixture videos is missing on purpose
     params["train"].update(batch_size=4, epochs=1, log_every=1, checkpoint_every=1)
+    params["pretrain"].update(QUICK_PRETRAINING["pretrain"])
     return params
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_params_dict
+from conftest import QUICK_PRETRAINING, tiny_params_dict
 from workflow_helpers import BIN, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,7 @@ def test_a_killed_run_needs_unlock_then_finishes_only_the_missing_work_resuming_
     params = tiny_params_dict()
     params["models"], params["ablations"], params["zero_shot"] = ["baseline"], [], []
     params["train"].update(TRAIN)
+    params["pretrain"].update(QUICK_PRETRAINING["pretrain"])
     workdir = copy_workflow(tmp_path / "repo", params)
     log_path = tmp_path / "killed-run.log"
 

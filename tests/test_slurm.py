@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, require_slurm_plugin
+from conftest import QUICK_PRETRAINING, REPO, require_slurm_plugin
 from workflow_helpers import BIN, copy_workflow
 
 require_slurm_plugin()
@@ -33,7 +33,7 @@ CLUSTER_OPTIONS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-bef
 # one model, no ablation; training long enough (120 steps, a checkpoint every 5) to be cancelled midway;
 # single-threaded sampling, so that two of the three splits share the node's CPUs
 TEST_SIZE = {"models": ["baseline"], "ablations": [], "train": {"epochs": 20, "checkpoint_every": 5},
-             "compute": {"sample_threads": 1}}
+             "compute": {"sample_threads": 1}, **QUICK_PRETRAINING}
 TRAIN_RUN = Path("data/checkpoints/synthetic/baseline/seeds/0")
 TRAIN_COMMAND = ["train", "--dataset", "synthetic", "--model", "baseline", "--seed", "0"]
 # download and weights need the network, so they run where Snakemake runs (localrule), never on a compute node
