@@ -94,11 +94,14 @@ def check(mode: str) -> None:
 
 
 def record(mode: str | None) -> dict:
-    """What decides the kernels of this process: for the provenance of every result."""
+    """What decides the kernels of this process: for the provenance of every result (torch's kernels where torch is
+    in the process or a mode is pinned for it; a process without torch is not made to import it)."""
     record = {"mode": mode, "settings": {name: os.environ.get(name) for name in VARIABLES},
               "machine": platform.machine(), "cpu": cpu_model(), "vendor": cpu_vendor(),
               "cpu_flags": [flag for flag in KERNEL_FLAGS if flag in cpu_flags()],
               "agrees_with": agreement(mode)}
+    if mode is None and "torch" not in sys.modules:
+        return record
     import torch
 
     record["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()

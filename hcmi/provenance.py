@@ -19,6 +19,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,9 +70,8 @@ def file_fingerprint(path: Path) -> str | None:
 
 
 def environment(kernels: str | None = None) -> dict:
-    """kernels: the compute.numerics of the result (None for steps that run no model)."""
-    import torch
-
+    """kernels: the compute.numerics of the result (None for steps that run no model). A process without torch
+    (a summary: no number of it comes from torch) records no CUDA and no torch kernels, and is not made to import it."""
     versions = {}
     for name in LIBRARIES:
         try:
@@ -79,9 +79,13 @@ def environment(kernels: str | None = None) -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     info = {"python": platform.python_version(), "libraries": versions, "platform": platform.platform(),
-            "cpu": numerics.cpu_model(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-            "numerics": numerics.record(kernels)}
+            "cpu": numerics.cpu_model(), "numerics": numerics.record(kernels)}
+    if kernels is None and "torch" not in sys.modules:
+        return info
+    import torch
+
+    info.update(cuda=torch.version.cuda if torch.cuda.is_available() else None,
+                cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None)
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

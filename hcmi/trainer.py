@@ -7,7 +7,7 @@ paths but the state folder it is given; hcmi/steps/train.py builds a TrainingJob
         for each optimizer step, from the exact data position reached:
             accumulation_steps contrastive batches -> loss -> backward; clip; optimizer and schedule step
             every log_every steps a row of train_log; at each epoch's end validate (and keep the best weights)
-            every checkpoint_every steps and at each epoch's end write state/last.pt (atomically)
+            every checkpoint_every steps write state/last.pt (atomically); at the end, the finished state
         the weights to evaluate: the best on validation (train.select: best, where there is a validation split),
         else the last
 
@@ -290,8 +290,8 @@ class _Run:
                     end_of_epoch = step % self.steps_per_epoch == 0 or step == self.total_steps
                     if end_of_epoch and self.job.validation is not None:
                         self.validate_and_keep_best()
-                    if end_of_epoch or step % self.cfg.checkpoint_every == 0:
-                        self.save_state()
+                    if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
+                        self.save_state()  # the last step's state is the finished one (finish)
                     if end_of_epoch:
                         break
         return self.finish()

@@ -3,6 +3,7 @@ whatever the launcher's environment says; what else dispatches on the CPU gives 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,6 +119,28 @@ def test_the_record_names_what_decides_the_kernels():
     assert record["mkl"] and record["onednn"].startswith("v")
     assert set(record["cpu_flags"]) <= set(numerics.KERNEL_FLAGS)
     assert record["agrees_with"].startswith("every x86-64-v3 machine") or not numerics.is_x86()
+
+
+MODEL_FREE_RECORD = """
+import json, sys
+from hcmi import provenance
+free = provenance.environment(None)
+assert "torch" not in sys.modules, "recording a summary's environment imported torch"
+import torch
+loaded = provenance.environment(None)
+print(json.dumps([sorted(free), sorted(free["numerics"]), sorted(loaded), sorted(loaded["numerics"])]))
+"""
+
+
+def test_a_process_without_torch_records_its_environment_without_importing_it():
+    """A summary (no model, no torch) is not made to import torch for its provenance, and names no torch kernels;
+    once torch is in the process, the same call names them again."""
+    done = subprocess.run([sys.executable, "-c", MODEL_FREE_RECORD], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    free, free_numerics, loaded, loaded_numerics = json.loads(done.stdout)
+    assert "cuda" not in free and "torch_cpu_capability" not in free_numerics and "libraries" in free
+    assert {"cuda", "cudnn"} <= set(loaded) and {"torch_cpu_capability", "mkl", "onednn"} <= set(loaded_numerics)
 
 
 def test_off_x86_the_record_says_plainly_that_nothing_is_pinned(monkeypatch):

@@ -155,6 +155,28 @@ def test_killed_training_resumes_and_ends_identically_to_an_uninterrupted_run(ti
     pd.testing.assert_series_equal(log_a["loss"], log_b["loss"])
 
 
+def test_training_state_is_written_every_checkpoint_every_steps_and_finished_at_the_end(tiny_data, tmp_path,
+                                                                                       monkeypatch):
+    """last.pt at every multiple of train.checkpoint_every (not at epoch ends: an epoch here is 6 steps), and once,
+    finished, after the last step."""
+    from hcmi import train_state
+    from hcmi.paths import Layout
+    from hcmi.steps import train
+
+    _, layout = tiny_data
+    raw = tiny_params_dict()
+    raw["train"].update(epochs=2, checkpoint_every=5)  # 12 steps
+    written, real_save = [], train_state.save
+
+    def recording(path, fingerprint, progress, model, optimizer, scheduler, finished=False):
+        written.append((progress.step, finished))
+        real_save(path, fingerprint, progress, model, optimizer, scheduler, finished)
+
+    monkeypatch.setattr(train_state, "save", recording)
+    train.run(tiny_params_from(raw), Layout(linked_root(tmp_path, layout)), "synthetic", "baseline", 0)
+    assert written == [(5, False), (10, False), (12, True)]
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
     from hcmi import trainer as trainer_module
     from hcmi.paths import Layout
