@@ -73,17 +73,22 @@ run_steps() {
     [ ! -d "$data" ] || data="$(cd "$data" && pwd)"  # absolute: the training run links into it from elsewhere
     cd "$REPO" || return 1
     # the carried wheels, where hcmi's dependencies are missing (not over an environment that has them)
-    if ! "$PY" -c "import open_clip, ftfy, pydantic" 2> /dev/null && compgen -G "$WHEELS/*.whl" > /dev/null; then
+    # (found, not imported: importing open_clip alone takes seconds)
+    if ! "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+('open_clip', 'ftfy', 'pydantic')))" 2> /dev/null && compgen -G "$WHEELS/*.whl" > /dev/null; then
         "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
             "$WHEELS"/*.whl || { echo "run: installing the carried wheels failed" >&2; return 1; }
         export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HCMI_BENCH_DIR="$out"
     date -u; uname -a; { command -v nvidia-smi > /dev/null && nvidia-smi; } || echo "nvidia-smi: not available"
-    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu',
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
-    local device benches params=(--params "$REPO/params.yaml")
-    device=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+    local device benches params=(--params "$REPO/params.yaml") found
+    # the device and torch's versions from one interpreter (importing torch is most of its start)
+    found=$("$PY" -c "import torch; gpu = torch.cuda.is_available(); print('cuda' if gpu else 'cpu', 'torch',
+torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name(0) if gpu else None)") \
+        || { echo "run: $PY cannot import torch" >&2; return 1; }
+    device="${found%% *}"
+    echo "${found#* }"
     if [ "$quick" = 1 ]; then
         benches=(--quick --only "eval_similarity,train_step$([ "$device" = cuda ] && echo _cuda)")
         # the tests' sizes, trained 2 epochs on a backbone pretrained in 3 steps: a smoke test of the path, not of learning

@@ -65,20 +65,35 @@ def tiny_params_from(raw: dict):
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
+def tiny_data(tmp_path_factory, worker_id):
     """The tiny synthetic benchmark, generated, parsed and sampled once per session by the steps' own functions
-    (read-only for tests)."""
+    (read-only for tests). Under pytest-xdist the workers share one copy: the first to ask builds it in the session's
+    temporary folder, under a file lock, and the others wait for it and reuse it."""
+    from filelock import FileLock
+
     from hcmi.paths import Layout
-    from hcmi.steps import download, parse, sample, weights
 
     params = tiny_params_from(tiny_params_dict())
-    layout = Layout(tmp_path_factory.mktemp("tiny") / "data")
+    if worker_id == "master":  # no xdist: this process's own temporary folder
+        return params, build_tiny_data(params, Layout(tmp_path_factory.mktemp("tiny") / "data"))
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-shared"  # the session's folder, above each worker's
+    with FileLock(f"{shared}.lock"):
+        layout = Layout(shared / "data")
+        if not (shared / "complete").exists():
+            build_tiny_data(params, layout)
+            (shared / "complete").touch()
+    return params, layout
+
+
+def build_tiny_data(params, layout):
+    from hcmi.steps import download, parse, sample, weights
+
     download.run(params, layout, "synthetic")
     parse.run(params, layout, "synthetic")
     for split in ("train", "val", "test"):
         sample.run(params, layout, "synthetic", split)
     weights.run(params, layout)  # the backbone pretrained on still images (backbone.pretrained: synthetic-stills)
-    return params, layout
+    return layout
 
 
 def linked_root(tmp_path: Path, layout, name: str = "data") -> Path:

@@ -18,8 +18,8 @@ from workflow_helpers import BIN, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
-# one model, no ablation; 120 training steps with a checkpoint every 5, so the kill lands midway
-TRAIN = {"epochs": 20, "checkpoint_every": 5}
+# one model, no ablation; 120 training steps with a checkpoint every 30, so the kill lands midway
+TRAIN = {"epochs": 20, "checkpoint_every": 30}
 CHECKPOINT = Path("data/checkpoints/synthetic/baseline/seeds/0/state/last.pt")
 SPLITS = 3  # train, val, test: every frame cache is finished before the kill, so only training is interrupted
 WAIT_TIMEOUT_S = 300
