@@ -45,7 +45,9 @@ undetermined).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+# the t quantile only (scipy.stats.t.ppf computes it with the same function): importing scipy.stats takes about a second,
+# in every report process and every report notebook's kernel
+from scipy.special import stdtrit
 
 LEVEL = 0.95
 POWER = 0.80
@@ -53,9 +55,14 @@ VERDICTS = ("helps", "hurts", "equivalent", "undetermined")
 MAX_SEEDS = 100  # the largest seed count `seeds_to_determine` looks at
 
 
+def t_quantile(p: float, df: float) -> float:
+    """The p quantile of Student's t with df degrees of freedom (the normal's for infinite df)."""
+    return float(stdtrit(df, p))
+
+
 def two_sided_t(level: float, df: float) -> float:
     """The t (normal z for infinite df) of a two-sided interval at `level` (1.96 at 95 % and many df)."""
-    return float(stats.t.ppf(0.5 + level / 2.0, df))
+    return t_quantile(0.5 + level / 2.0, df)
 
 
 def family_level(level: float, family: int) -> float:
@@ -124,7 +131,7 @@ def paired_difference(first, second, level: float = LEVEL, family: int = 1, clus
     return {"difference": difference, "low": difference - half, "high": difference + half,
             "family_low": difference - family_half, "family_high": difference + family_half, "se": se, "df": df,
             "v_seeds": parts["v_seeds"], "v_queries": parts["v_queries"], "v_residual": parts["v_residual"],
-            "detectable": (two_sided_t(joint, df) + float(stats.t.ppf(POWER, df))) * se,
+            "detectable": (two_sided_t(joint, df) + t_quantile(POWER, df)) * se,
             "per_seed": [float(d) for d in diff.mean(axis=1)], "seeds": seeds, "queries": queries,
             "clusters": n_clusters, "level": level, "family": max(1, family), "family_level": joint}
 
