@@ -2,6 +2,9 @@
 differences with their bootstrap intervals (checked against hand computations), missing shown as missing; reports
 rendered from fixture metrics."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +84,19 @@ def test_the_paired_difference_and_its_interval_match_a_hand_computation():
     assert (result["family_low"], result["family_high"]) == (result["low"], result["high"]), "a family of one"
     assert paired.verdict(result, margin=0.1) == "undetermined", "an interval that covers 0 and passes the margin"
     assert paired.verdict(result, margin=2.0) == "equivalent", "one inside the margin"
+
+
+def test_the_report_tables_load_without_scipy_stats():
+    """Every report process and every report notebook's kernel imports the tables: the t quantiles come from
+    scipy.special (scipy.stats costs about a second of start-up each) and equal scipy.stats' own."""
+    code = ("import sys, hcmi.report.tables; from hcmi.report import paired; "
+            "print('scipy.stats' in sys.modules, repr(paired.t_quantile(0.975, 3.0)), repr(paired.t_quantile(0.8, 7.5)))")
+    loaded, t975, t80 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout.split()
+    from scipy import stats
+
+    assert loaded == "False"
+    assert (float(t975), float(t80)) == (stats.t.ppf(0.975, 3.0), stats.t.ppf(0.8, 7.5))
 
 
 def test_the_variance_parts_of_seeds_crossed_with_queries_match_a_hand_computation():
