@@ -199,6 +199,17 @@ def test_checks_derive_their_datasets_and_variants_from_the_base_entries():
     assert "synthetic--denoise-0p5" not in yaml.safe_load((REPO / "params.yaml").read_text())["data"]
 
 
+@pytest.mark.parametrize("ablation", ["hcmi-no-denoise", "hcmi-no-enhance"])
+def test_the_length_check_with_an_ablation_reuses_hcmis_longer_runs_and_trains_only_the_ablation(ablation):
+    """README, "Mechanism checks": the length check with an ablation in place of the baseline (`--config checks=...`)
+    names HCMI's 12-epoch runs as the shipped check does, so after `mechanisms` only the ablation trains."""
+    shipped = load([REPO / "params.yaml"])
+    swapped = load([REPO / "params.yaml"], [f"checks.length.compare=[hcmi, {ablation}]", "checks.length.levels=[3, 12]"])
+    new = set(swapped.check_runs()) - set(shipped.check_runs())
+    assert new == {("synthetic", f"{ablation}--length-12", seed) for seed in swapped.get("ablation_seeds")}
+    assert swapped.train_dict(f"{ablation}--length-12") == {**swapped.train_dict(ablation), "epochs": 12.0}
+
+
 @pytest.mark.parametrize("setting, message", [
     ("checks.denoise.compare=[hcmi, hcmi-no-denoize]", "key 'checks.denoise.compare': 'hcmi-no-denoize' is not defined"),
     ("checks.length.levels=[3, 0]", "key 'checks.length.levels': 0.0 is not a valid train.epochs"),
